@@ -1,0 +1,14 @@
+"""mmgal: Gradient Adjustment Learning for the OpenMMLab stack.
+
+``import mmgal`` exposes the pure-PyTorch core and, when mmengine is
+installed, registers mmgal's components in mmengine's registries, so a
+config needs only ``custom_imports = dict(imports=['mmgal'])``.
+"""
+from .core import GALOutput, GradientAdjuster, build_adjuster, gal_step
+from .version import __version__
+
+__all__ = [
+    '__version__', 'GALOutput', 'GradientAdjuster', 'build_adjuster',
+    'gal_step'
+]
+

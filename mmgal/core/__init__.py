@@ -1,0 +1,11 @@
+"""GAL's algorithm in plain PyTorch (no framework imports)."""
+from .adjusters import (ADJUSTER_KINDS, CNNGradientAdjuster, GradientAdjuster,
+                        NoiseGradientAdjuster, build_adjuster)
+from .gal_step import (POLICIES, REMAINDERS, GALOutput, check_gal_args,
+                       gal_step)
+
+__all__ = [
+    'ADJUSTER_KINDS', 'POLICIES', 'REMAINDERS', 'GradientAdjuster',
+    'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster',
+    'GALOutput', 'check_gal_args', 'gal_step'
+]

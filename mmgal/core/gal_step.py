@@ -1,0 +1,182 @@
+"""One GAL step on output features z, in plain PyTorch.
+
+Given z (treated as a constant) and ``loss_fn`` (the z-dependent part of
+the task loss), this computes the vanilla gradient g = dl/dz, the adjusted
+gradient g~ = g + sigma * a / |a| * |g| with a = h_phi(z) (Eq. 4-5), the
+tentative loss l' = l(z - gamma * lr * g~), the first-order Taylor
+remainder R = l' - l + gamma * lr * <g~, g>, accumulates d|R|/dphi into the
+adjuster's ``.grad`` and picks g~ or g by the update policy (Algorithm 1,
+lines 7-10).
+
+Everything is tensor maths: no ``.item()``, no Python branch on a tensor
+value, so the step adds no host-device synchronisation.
+"""
+import math
+from typing import Callable, NamedTuple, Union
+
+import torch
+from torch import Tensor, nn
+
+POLICIES = ('le', 'lt', 'always', 'never')
+REMAINDERS = ('taylor', 'reference')
+_EPS = 1e-12
+
+
+class GALOutput(NamedTuple):
+    """What :func:`gal_step` returns. All scalars are 0-dim tensors.
+
+    Attributes:
+        grad: The gradient to back-propagate into the model (g~ when
+            adopted, else g), shaped and typed like z.
+        vanilla_grad: g = dl/dz, in z's dtype.
+        loss: l(z), in the working dtype (fp32, or fp64 for fp64 z).
+        tentative_loss: l(z') with z' = z - gamma * lr * g~.
+        remainder: R (signed); the adjuster minimises |R|.
+        adopted: bool, whether ``grad`` is g~.
+        nonfinite: bool, True when g, the adjustment, l' or R was not
+            finite; then ``grad`` is g and the adjuster got no gradient.
+        cos_sim: mean row-wise cosine similarity between g and the
+            adjustment.
+    """
+    grad: Tensor
+    vanilla_grad: Tensor
+    loss: Tensor
+    tentative_loss: Tensor
+    remainder: Tensor
+    adopted: Tensor
+    nonfinite: Tensor
+    cos_sim: Tensor
+
+
+def check_gal_args(sigma: float, gamma: float, policy: str,
+                   remainder: str) -> None:
+    """Raise ``ValueError`` naming the first bad GAL setting."""
+    if not _is_real(sigma) or not sigma >= 0 or math.isinf(sigma):
+        raise ValueError(f'sigma must be a finite number >= 0 (0 disables '
+                         f'the adjustment), got {sigma!r}')
+    if not _is_real(gamma) or not gamma > 0 or math.isinf(gamma):
+        raise ValueError(f'gamma must be a finite number > 0, got {gamma!r}')
+    if policy not in POLICIES:
+        raise ValueError(f'policy must be one of {POLICIES} (Algorithm 1: '
+                         f"'le' line 7 with <=, 'lt' line 7 with <, "
+                         f"'always' line 8, 'never' line 10), got "
+                         f'{policy!r}')
+    if remainder not in REMAINDERS:
+        raise ValueError(f'remainder must be one of {REMAINDERS}, got '
+                         f'{remainder!r}')
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _rownorm(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def gal_step(z: Tensor,
+             loss_fn: Callable[[Tensor], Tensor],
+             adjuster: nn.Module,
+             lr: Union[float, Tensor],
+             sigma: float,
+             gamma: float = 1.0,
+             policy: str = 'le',
+             remainder: str = 'taylor') -> GALOutput:
+    """Run one gradient-adjustment step.
+
+    Args:
+        z (Tensor): Output features, shape ``(..., d)``; detached here, so
+            it is a constant. Row norms are taken over the last dimension.
+        loss_fn (Callable): Maps a tensor shaped like z to the scalar
+            z-dependent part of the task loss. Called twice (at z and z').
+        adjuster (nn.Module): h_phi with attribute ``dim == d``. Its
+            parameters' ``.grad`` receive d|R|/dphi (accumulated).
+        lr (float | Tensor): The model's learning rate eta; the tentative
+            step uses gamma * lr.
+        sigma (float): Relative strength of the adjustment (>= 0).
+        gamma (float): Scale of the tentative learning rate (> 0).
+        policy (str): ``'le'``, ``'lt'``, ``'always'`` or ``'never'``.
+        remainder (str): ``'taylor'`` (exact first-order remainder) or
+            ``'reference'`` (the authors' release: the first-order term is
+            averaged over the rows of z instead of summed).
+
+    Returns:
+        GALOutput: see its docstring.
+    """
+    check_gal_args(sigma, gamma, policy, remainder)
+    if not isinstance(lr, Tensor) and (not _is_real(lr) or not lr >= 0):
+        raise ValueError(f'lr must be a number >= 0, got {lr!r}')
+    dim = getattr(adjuster, 'dim', None)
+    if z.dim() < 1 or z.shape[-1] != dim:
+        raise ValueError(f"z's last dimension must equal the adjuster's dim "
+                         f'({dim}), got z of shape {tuple(z.shape)}')
+    if dim == 1 and sigma >= 1:
+        raise ValueError(
+            f'sigma must be < 1 when z has a single feature (d = 1), got '
+            f'{sigma!r}: with d = 1 the adjustment is +-sigma*|g| and can '
+            f'cancel the gradient exactly, so training stalls')
+
+    out_dtype = z.dtype
+    # GAL's maths run in (at least) fp32 and outside autocast, so fp16/bf16
+    # features neither overflow nor lose the small tentative differences.
+    work_dtype = torch.promote_types(z.dtype, torch.float32)
+    adj_dtype = next((p.dtype for p in adjuster.parameters()), work_dtype)
+    with torch.autocast(device_type=z.device.type, enabled=False), \
+            torch.enable_grad():
+        z0 = z.detach().to(work_dtype).requires_grad_(True)
+        loss = loss_fn(z0)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError('loss_fn must return a 0-dim tensor (the '
+                             'scalar loss), got '
+                             f'{getattr(loss, "shape", type(loss))}')
+        loss = loss.to(work_dtype)
+        g, = torch.autograd.grad(loss, z0)
+        g = g.detach()
+        zc = z0.detach()
+
+        a = adjuster(zc.to(adj_dtype)).to(work_dtype)
+        g_norm = _rownorm(g)
+        a_norm = _rownorm(a)
+        adj = a * (sigma * g_norm / a_norm.clamp_min(_EPS))
+        g_adj = g + adj
+        eta = lr * gamma
+        tentative = loss_fn(zc - eta * g_adj).to(work_dtype)
+        first = (g_adj * g).sum(-1)
+        first = first.sum() if remainder == 'taylor' else first.mean()
+        rem = tentative - loss.detach() + eta * first
+
+        finite = (torch.isfinite(g).all() & torch.isfinite(adj).all()
+                  & torch.isfinite(tentative) & torch.isfinite(rem))
+        params = [p for p in adjuster.parameters() if p.requires_grad]
+        if params and rem.requires_grad:
+            grads = torch.autograd.grad(rem.abs(), params, allow_unused=True)
+            for p, gp in zip(params, grads):
+                if gp is None:
+                    continue
+                gp = torch.where(finite, gp, torch.zeros_like(gp))
+                if p.grad is None:
+                    p.grad = gp
+                else:
+                    p.grad.add_(gp)
+
+    tentative = tentative.detach()
+    if policy == 'le':
+        adopt = tentative <= loss.detach()
+    elif policy == 'lt':
+        adopt = tentative < loss.detach()
+    else:
+        adopt = torch.full((), policy == 'always', device=z.device)
+    adopt = adopt & finite
+    grad = torch.where(adopt, g_adj.detach(), g)
+
+    cos = (g * a.detach()).sum(-1) / (g_norm * a_norm.detach()).squeeze(
+        -1).clamp_min(_EPS)
+    return GALOutput(
+        grad=grad.to(out_dtype),
+        vanilla_grad=g.to(out_dtype),
+        loss=loss.detach(),
+        tentative_loss=tentative,
+        remainder=rem.detach(),
+        adopted=adopt,
+        nonfinite=~finite,
+        cos_sim=cos.mean())

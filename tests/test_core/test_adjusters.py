@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from mmgal.core import (CNNGradientAdjuster, GradientAdjuster,
+                        NoiseGradientAdjuster, build_adjuster, gal_step)
+
+
+def test_mlp_layout_is_dim_arch_dim_without_final_activation():
+    adj = GradientAdjuster(100, (256, 64, 32))
+    linears = [m for m in adj.net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (100, 256), (256, 64), (64, 32), (32, 100)
+    ]
+    assert isinstance(adj.net[-1], torch.nn.Linear)
+    # The paper's DETR adjuster (4 -> 64 -> 16 -> 4) has 1,412 weights; the
+    # paper's "+1344" counts the weight matrices without biases.
+    detr = GradientAdjuster(4, (64, 16))
+    n_weights = sum(m.weight.numel() for m in detr.net
+                    if isinstance(m, torch.nn.Linear))
+    assert n_weights == 4 * 64 + 64 * 16 + 16 * 4 == 1344
+
+
+def test_mlp_output_can_be_negative():
+    torch.manual_seed(0)
+    out = GradientAdjuster(8, (16, ))(torch.randn(64, 8))
+    assert (out < 0).any() and (out > 0).any()
+
+
+@pytest.mark.parametrize('kind', ['mlp', 'cnn', 'uniform', 'normal'])
+def test_every_kind_keeps_z_shape(kind):
+    adj = build_adjuster(kind, 10, (8, 4))
+    z = torch.randn(2, 3, 10)
+    assert adj(z).shape == z.shape
+    assert adj.dim == 10
+
+
+def test_cnn_adjuster_is_trained_by_gal_step():
+    torch.manual_seed(0)
+    adj = CNNGradientAdjuster(10, (4, 4))
+    z = torch.randn(6, 10)
+    labels = torch.randint(0, 10, (6, ))
+    gal_step(z, lambda zz: torch.nn.functional.cross_entropy(zz, labels), adj,
+             0.1, 0.1)
+    assert all(p.grad is not None for p in adj.parameters())
+
+
+@pytest.mark.parametrize('kind', ['uniform', 'normal'])
+def test_noise_adjusters_are_normalised_by_eq4(kind):
+    torch.manual_seed(0)
+    adj = build_adjuster(kind, 5)
+    assert isinstance(adj, NoiseGradientAdjuster)
+    assert list(adj.parameters()) == []
+    z = torch.randn(7, 5)
+    t = torch.randn(7, 5)
+    out = gal_step(z, lambda zz: ((zz - t)**2).sum(), adj, 0.01, 0.3,
+                   policy='always')
+    diff = out.grad - out.vanilla_grad
+    torch.testing.assert_close(diff.norm(dim=1),
+                               0.3 * out.vanilla_grad.norm(dim=1))
+
+
+def test_uniform_noise_is_zero_mean():
+    torch.manual_seed(0)
+    x = build_adjuster('uniform', 4)(torch.empty(20000, 4))
+    assert x.min() >= -1 and x.max() <= 1
+    assert abs(float(x.mean())) < 0.02
+
+
+@pytest.mark.parametrize('arch', [(), [], (0, ), (4, -1), (2.5, ), None, 'ab'])
+def test_bad_arch_raises_naming_it(arch):
+    with pytest.raises(ValueError, match='arch must be a non-empty sequence '
+                       'of positive ints'):
+        GradientAdjuster(4, arch)
+    with pytest.raises(ValueError, match='arch must be'):
+        build_adjuster('cnn', 4, arch)
+
+
+def test_bad_kind_and_dim_raise():
+    with pytest.raises(ValueError, match=r"adjuster kind must be one of "
+                       r"\('mlp', 'cnn', 'uniform', 'normal'\), got 'rnn'"):
+        build_adjuster('rnn', 4)
+    with pytest.raises(ValueError, match='dim must be a positive int'):
+        GradientAdjuster(0, (4, ))
+    with pytest.raises(ValueError, match='kernel_size must be a positive odd'):
+        CNNGradientAdjuster(4, (4, ), kernel_size=2)

@@ -1,0 +1,376 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mmgal.core import GradientAdjuster, gal_step
+
+
+class LinearAdjuster(nn.Module):
+    """a = z @ W + b; small enough to differentiate by hand in tests."""
+
+    def __init__(self, dim, dtype=torch.float64, seed=0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        self.weight = nn.Parameter(torch.randn(dim, dim, generator=gen,
+                                               dtype=dtype))
+        self.bias = nn.Parameter(torch.randn(dim, generator=gen, dtype=dtype))
+
+    def forward(self, z):
+        return z @ self.weight + self.bias
+
+
+class FixedAdjuster(nn.Module):
+    """Returns a fixed adjustment direction for every row."""
+
+    def __init__(self, direction):
+        super().__init__()
+        self.dim = direction.shape[-1]
+        self.register_buffer('direction', direction)
+
+    def forward(self, z):
+        return self.direction.expand_as(z).to(z.dtype)
+
+
+def quadratic(target):
+    """l(z) = 1/(2B) * sum |z - t|^2, so g = (z - t) / B."""
+    return lambda z: 0.5 * ((z - target)**2).sum() / z.shape[0]
+
+
+def cross_entropy(labels):
+    return lambda z: nn.functional.cross_entropy(z, labels)
+
+
+def make_batch(b=8, d=5, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, d, generator=gen, dtype=dtype)
+    t = torch.randn(b, d, generator=gen, dtype=dtype)
+    return z, t
+
+
+def reference_step(z, loss_fn, adjuster, lr, sigma, gamma, remainder):
+    """Independent, unoptimised restatement of NOTES.md steps 1-6."""
+    z = z.detach().double()
+    zr = z.clone().requires_grad_(True)
+    loss = loss_fn(zr)
+    g, = torch.autograd.grad(loss, zr)
+    a = adjuster(z)
+    adj = torch.stack([
+        sigma * a[i] / a[i].norm() * g[i].norm() for i in range(len(a))
+    ])
+    g_adj = g + adj
+    eta = gamma * lr
+    z_new = z - eta * g_adj
+    tentative = loss_fn(z_new)
+    dots = torch.stack([(g_adj[i] * g[i]).sum() for i in range(len(g))])
+    first = dots.sum() if remainder == 'taylor' else dots.mean()
+    rem = tentative - loss.detach() + eta * first
+    return g, g_adj, loss.detach(), tentative, rem
+
+
+def test_quadratic_remainder_matches_closed_form():
+    z, t = make_batch()
+    direction = torch.tensor([1., -2., 0.5, 0., 3.], dtype=torch.float64)
+    lr, sigma, gamma = 0.3, 0.2, 2.0
+    out = gal_step(z, quadratic(t), FixedAdjuster(direction), lr, sigma,
+                   gamma)
+    b = z.shape[0]
+    g = (z - t) / b
+    adj = sigma * direction / direction.norm() * g.norm(dim=1, keepdim=True)
+    g_adj = g + adj
+    eta = gamma * lr
+    # l(z - eta g~) = l - eta <g, g~> + eta^2 |g~|^2 / (2B), so
+    # R = eta^2 |g~|^2 / (2B) exactly.
+    expected_r = eta**2 * (g_adj**2).sum() / (2 * b)
+    torch.testing.assert_close(out.vanilla_grad, g)
+    torch.testing.assert_close(out.remainder, expected_r)
+    torch.testing.assert_close(out.tentative_loss,
+                               out.loss - eta * (g * g_adj).sum() + expected_r)
+    assert out.remainder.dim() == 0 and out.loss.dim() == 0
+    assert out.adopted.dtype == torch.bool and out.adopted.dim() == 0
+
+
+def test_matches_independent_reference_and_adjuster_grads():
+    z, t = make_batch(b=6, d=4, seed=1)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0])
+    for loss_fn in (quadratic(t), cross_entropy(labels)):
+        for remainder in ('taylor', 'reference'):
+            adj = LinearAdjuster(4)
+            out = gal_step(z, loss_fn, adj, 0.5, 0.1, 3.0,
+                           remainder=remainder)
+            ref_adj = LinearAdjuster(4)
+            g, g_adj, loss, tent, rem = reference_step(
+                z, loss_fn, ref_adj, 0.5, 0.1, 3.0, remainder)
+            torch.testing.assert_close(out.vanilla_grad, g)
+            torch.testing.assert_close(out.loss, loss)
+            torch.testing.assert_close(out.tentative_loss, tent)
+            torch.testing.assert_close(out.remainder, rem)
+            rem.abs().backward()
+            torch.testing.assert_close(adj.weight.grad, ref_adj.weight.grad)
+            torch.testing.assert_close(adj.bias.grad, ref_adj.bias.grad)
+            expect = g_adj if bool(tent <= loss) else g
+            torch.testing.assert_close(out.grad, expect)
+
+
+def test_sigma_zero_returns_exactly_the_vanilla_gradient():
+    torch.manual_seed(0)
+    z = torch.randn(16, 10)
+    labels = torch.randint(0, 10, (16, ))
+    out = gal_step(z, cross_entropy(labels), GradientAdjuster(10, (8, )),
+                   lr=0.1, sigma=0.0, policy='always')
+    zr = z.clone().requires_grad_(True)
+    nn.functional.cross_entropy(zr, labels).backward()
+    assert torch.equal(out.vanilla_grad, zr.grad)
+    assert torch.equal(out.grad, zr.grad)
+    assert bool(out.adopted)
+
+
+def test_policies_follow_algorithm_1():
+    z, t = make_batch()
+    direction = torch.ones(5, dtype=torch.float64)
+
+    def run(policy, lr):
+        return gal_step(z, quadratic(t), FixedAdjuster(direction), lr, 0.5,
+                        policy=policy)
+
+    # Small step: the adjusted step descends, so le/lt/always adopt g~.
+    for policy in ('le', 'lt', 'always'):
+        out = run(policy, 0.1)
+        assert bool(out.tentative_loss < out.loss)
+        assert bool(out.adopted)
+        assert not torch.equal(out.grad, out.vanilla_grad)
+    out = run('never', 0.1)
+    assert not bool(out.adopted)
+    assert torch.equal(out.grad, out.vanilla_grad)
+    # Huge step: overshoots, l' > l: only 'always' adopts.
+    for policy, adopted in (('le', False), ('lt', False), ('always', True),
+                            ('never', False)):
+        out = run(policy, 1e4)
+        assert bool(out.tentative_loss > out.loss)
+        assert bool(out.adopted) is adopted
+        assert torch.equal(out.grad, out.vanilla_grad) is not adopted
+
+
+def test_le_and_lt_differ_only_on_ties():
+    # A loss that is flat in z gives l' == l: 'le' adopts, 'lt' does not.
+    z = torch.randn(4, 3)
+    flat = lambda z: (z * 0).sum()  # noqa: E731
+    adj = GradientAdjuster(3, (4, ))
+    assert bool(gal_step(z, flat, adj, 0.1, 0.1, policy='le').adopted)
+    assert not bool(gal_step(z, flat, adj, 0.1, 0.1, policy='lt').adopted)
+
+
+def test_taylor_and_reference_differ_by_the_row_average():
+    z, t = make_batch(b=7, d=3, seed=2)
+    lr, sigma, gamma = 0.2, 0.3, 1.5
+    outs = {
+        r: gal_step(z, quadratic(t), LinearAdjuster(3), lr, sigma, gamma,
+                    remainder=r)
+        for r in ('taylor', 'reference')
+    }
+    g = outs['taylor'].vanilla_grad
+    adj = LinearAdjuster(3)(z).detach()
+    g_adj = g + sigma * adj / adj.norm(dim=1, keepdim=True) * g.norm(
+        dim=1, keepdim=True)
+    dot = (g_adj * g).sum()
+    diff = outs['taylor'].remainder - outs['reference'].remainder
+    # taylor: + eta <g~, g>; reference: + eta <g~, g> / B.
+    torch.testing.assert_close(diff, gamma * lr * dot * (1 - 1 / 7))
+    torch.testing.assert_close(outs['taylor'].tentative_loss,
+                               outs['reference'].tentative_loss)
+
+
+def test_only_the_adjuster_receives_gradients():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4)
+    x = torch.randn(10, 6)
+    z = model(x)  # z is part of the model's graph
+    labels = torch.randint(0, 4, (10, ))
+    scale = nn.Parameter(torch.ones(()))  # a parameter inside loss_fn
+    adj = GradientAdjuster(4, (8, 8))
+    gal_step(z, lambda zz: scale * nn.functional.cross_entropy(zz, labels),
+             adj, 0.1, 0.05)
+    assert all(p.grad is None for p in model.parameters())
+    assert scale.grad is None
+    assert all(p.grad is not None for p in adj.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in adj.parameters())
+
+
+def test_adjuster_grads_accumulate():
+    z, t = make_batch(b=5, d=4, seed=3)
+    adj = LinearAdjuster(4)
+    gal_step(z, quadratic(t), adj, 0.3, 0.2)
+    first = adj.weight.grad.clone()
+    gal_step(z, quadratic(t), adj, 0.3, 0.2)
+    torch.testing.assert_close(adj.weight.grad, 2 * first)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_use_fp32_maths(dtype):
+    torch.manual_seed(0)
+    z32 = torch.randn(12, 10) * 3
+    labels = torch.randint(0, 10, (12, ))
+    adj = GradientAdjuster(10, (16, ))
+    out = gal_step(z32.to(dtype), cross_entropy(labels), adj, 0.1, 0.01)
+    assert out.grad.dtype == dtype and out.vanilla_grad.dtype == dtype
+    assert out.loss.dtype == torch.float32
+    assert out.remainder.dtype == torch.float32
+    # Same maths as fp32 on the rounded input.
+    ref = gal_step(z32.to(dtype).float(), cross_entropy(labels), adj, 0.1,
+                   0.01)
+    torch.testing.assert_close(out.loss, ref.loss)
+    torch.testing.assert_close(out.remainder, ref.remainder)
+    torch.testing.assert_close(out.grad, ref.grad.to(dtype))
+
+
+def test_runs_under_autocast_in_fp32():
+    torch.manual_seed(0)
+    z = torch.randn(8, 6)
+    labels = torch.randint(0, 6, (8, ))
+    adj = GradientAdjuster(6, (8, ))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = gal_step(z, cross_entropy(labels), adj, 0.1, 0.01)
+    ref = gal_step(z, cross_entropy(labels), adj, 0.1, 0.01)
+    assert torch.equal(out.remainder, ref.remainder)
+    assert adj.net[0].weight.grad.dtype == torch.float32
+
+
+def test_leading_dims_are_rows():
+    # (layers, queries, 4) like DETR boxes: norms over the last dim only.
+    z, t = make_batch(b=6, d=4, seed=4)
+    adj = LinearAdjuster(4)
+    loss_fn = lambda zz: ((zz - t.reshape(zz.shape))**2).mean()  # noqa
+    flat = gal_step(z, loss_fn, adj, 0.2, 0.3)
+    shaped = gal_step(z.reshape(2, 3, 4), loss_fn, adj, 0.2, 0.3)
+    torch.testing.assert_close(shaped.grad.reshape(6, 4), flat.grad)
+    torch.testing.assert_close(shaped.remainder, flat.remainder)
+
+
+class NaNAdjuster(LinearAdjuster):
+
+    def forward(self, z):
+        return super().forward(z) * float('nan')
+
+
+@pytest.mark.parametrize('where', ['adjustment', 'tentative', 'loss'])
+def test_nonfinite_guard_returns_vanilla_and_spares_the_adjuster(where):
+    z, t = make_batch(b=4, d=3, seed=5)
+    adj = NaNAdjuster(3) if where == 'adjustment' else LinearAdjuster(3)
+    calls = []
+
+    def loss_fn(zz):
+        calls.append(1)
+        loss = quadratic(t)(zz)
+        if where == 'tentative' and len(calls) == 2:
+            return loss * float('inf')
+        if where == 'loss':
+            return loss * float('nan')
+        return loss
+
+    before = [torch.full_like(p, 0.5) for p in adj.parameters()]
+    for p, b in zip(adj.parameters(), before):
+        p.grad = b.clone()
+    out = gal_step(z, loss_fn, adj, 0.1, 0.2, policy='always')
+    assert bool(out.nonfinite)
+    assert not bool(out.adopted)
+    if where == 'loss':
+        # GAL adds nothing; the model's own loss was already non-finite.
+        assert torch.equal(out.grad.isnan(), out.vanilla_grad.isnan())
+    else:
+        assert torch.isfinite(out.grad).all()
+        torch.testing.assert_close(out.grad, (z - t) / 4)
+    for p, b in zip(adj.parameters(), before):
+        assert torch.equal(p.grad, b)
+
+
+def test_finite_step_reports_nonfinite_false():
+    z, t = make_batch()
+    out = gal_step(z, quadratic(t), LinearAdjuster(5), 0.1, 0.1)
+    assert not bool(out.nonfinite)
+    assert -1 <= float(out.cos_sim) <= 1
+
+
+def test_cos_sim_of_a_gradient_aligned_adjuster_is_one():
+    z, t = make_batch(b=3, d=2, seed=6)
+
+    class Aligned(nn.Module):
+        dim = 2
+
+        def forward(self, zz):
+            return (zz - t) * 7.0  # parallel to g = (z - t) / B
+
+    out = gal_step(z, quadratic(t), Aligned(), 0.1, 0.5)
+    torch.testing.assert_close(out.cos_sim,
+                               torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_no_host_sync_in_the_step():
+    # On CPU there is no device sync to observe; this guards the code path
+    # against Python conversions of tensor values instead.
+    z, t = make_batch()
+    torch_bool = torch.Tensor.__bool__
+    torch_item = torch.Tensor.item
+    seen = []
+
+    def trap(name, orig):
+
+        def f(self, *a, **k):
+            seen.append(name)
+            return orig(self, *a, **k)
+
+        return f
+
+    try:
+        torch.Tensor.__bool__ = trap('bool', torch_bool)
+        torch.Tensor.item = trap('item', torch_item)
+        gal_step(z, quadratic(t), LinearAdjuster(5), 0.1, 0.1)
+    finally:
+        torch.Tensor.__bool__ = torch_bool
+        torch.Tensor.item = torch_item
+    assert seen == []
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(sigma=-0.1), r'sigma must be a finite number >= 0.*-0\.1'),
+    (dict(sigma=float('nan')), 'sigma must be'),
+    (dict(gamma=0.0), r'gamma must be a finite number > 0.*0\.0'),
+    (dict(gamma=-1), 'gamma must be'),
+    (dict(policy='ge'), r"policy must be one of \('le', 'lt', 'always', "
+     r"'never'\).*'ge'"),
+    (dict(remainder='exact'),
+     r"remainder must be one of \('taylor', 'reference'\).*'exact'"),
+    (dict(lr=-1.0), r'lr must be a number >= 0, got -1\.0'),
+])
+def test_bad_arguments_raise_value_error_naming_them(kwargs, match):
+    z, t = make_batch()
+    args = dict(lr=0.1, sigma=0.1, gamma=1.0, policy='le',
+                remainder='taylor')
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        gal_step(z, quadratic(t), LinearAdjuster(5), **args)
+
+
+def test_dim_mismatch_raises():
+    z, t = make_batch(d=5)
+    with pytest.raises(ValueError,
+                       match=r"adjuster's dim \(4\), got z of shape \(8, 5\)"):
+        gal_step(z, quadratic(t), LinearAdjuster(4), 0.1, 0.1)
+
+
+def test_non_scalar_loss_raises():
+    z, t = make_batch()
+    with pytest.raises(ValueError, match='loss_fn must return a 0-dim'):
+        gal_step(z, lambda zz: (zz - t)**2, LinearAdjuster(5), 0.1, 0.1)
+
+
+def test_single_feature_with_sigma_one_is_refused():
+    z = torch.randn(8, 1)
+    with pytest.raises(ValueError, match=r'sigma must be < 1 when z has a '
+                       r'single feature'):
+        gal_step(z, lambda zz: (zz**2).mean(), GradientAdjuster(1, (4, )),
+                 0.1, 1.0)
+    out = gal_step(z, lambda zz: (zz**2).mean(), GradientAdjuster(1, (4, )),
+                   0.1, 0.5)
+    assert math.isfinite(float(out.remainder))
