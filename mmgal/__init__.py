@@ -12,3 +12,12 @@ __all__ = [
     'gal_step'
 ]
 
+# The core and mmgal.regression run without the mm stack; the mm layer is
+# registered wherever mmengine is installed (errors inside it propagate).
+try:
+    import mmengine  # noqa: F401
+except ModuleNotFoundError as err:
+    if err.name != 'mmengine':
+        raise
+else:
+    from . import adapters, engine, optimizers, utils  # noqa: F401

@@ -1,0 +1,130 @@
+"""Tabular regression datasets of the paper's Table V.
+
+No silent fallbacks: a missing raw file raises ``FileNotFoundError`` that
+names the file, where it was looked for and how to get it.
+"""
+import os
+import os.path as osp
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+DATA_ROOT_ENV = 'MMGAL_DATA_ROOT'
+DATASETS = ('boston', 'diabetes', 'california')
+
+BOSTON_FILE = 'boston_housing.data'
+CALIFORNIA_FILE = 'california_housing.csv'
+CALIFORNIA_COLUMNS = ('longitude', 'latitude', 'housing_median_age',
+                      'total_rooms', 'total_bedrooms', 'population',
+                      'households', 'median_income', 'median_house_value')
+
+_HOW_TO_GET = {
+    BOSTON_FILE:
+    'the UCI Boston housing file `housing.data` (506 rows, 14 '
+    'whitespace-separated columns, the last is MEDV), e.g. from '
+    'https://archive.ics.uci.edu/ml/machine-learning-databases/housing/'
+    'housing.data, saved under that name',
+    CALIFORNIA_FILE:
+    'the StatLib `cal_housing` table as CSV with the header '
+    f"{','.join(CALIFORNIA_COLUMNS)} (20,640 rows); or, on a machine "
+    "that is online, use source='sklearn' (--california-source sklearn) "
+    'to take scikit-learn\'s fetch_california_housing',
+}
+
+
+def resolve_data_root(data_root: Optional[str] = None) -> str:
+    """``data_root`` if given, else ``$MMGAL_DATA_ROOT``, else ``./data``."""
+    if data_root:
+        return data_root
+    return os.environ.get(DATA_ROOT_ENV) or 'data'
+
+
+def _raw_file(name: str, data_root: Optional[str]) -> str:
+    root = resolve_data_root(data_root)
+    path = osp.join(root, name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'regression data file {name!r} not found: expected it at '
+            f'{osp.abspath(path)} (data root {root!r}, set with --data-root '
+            f'or ${DATA_ROOT_ENV}). Get {_HOW_TO_GET[name]}.')
+    return path
+
+
+def load_boston(data_root: Optional[str] = None
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """Boston housing: X (506, 13), y = MEDV (506, ), from UCI housing.data.
+    """
+    raw = np.loadtxt(_raw_file(BOSTON_FILE, data_root), dtype=np.float64)
+    if raw.ndim != 2 or raw.shape[1] != 14:
+        raise ValueError(f'{BOSTON_FILE} must have 14 columns (13 features '
+                         f'and MEDV), got shape {raw.shape}')
+    return raw[:, :13], raw[:, 13]
+
+
+def load_diabetes(data_root: Optional[str] = None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Diabetes: X (442, 10), y (442, ), bundled with scikit-learn."""
+    from sklearn.datasets import load_diabetes as _load
+    X, y = _load(return_X_y=True)
+    return X.astype(np.float64), y.astype(np.float64)
+
+
+def california_from_raw(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Derive scikit-learn's 8 California features from the raw columns.
+
+    Features: MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup,
+    Latitude, Longitude; target = median_house_value / 100000.
+    """
+    col = {c: raw[:, i] for i, c in enumerate(CALIFORNIA_COLUMNS)}
+    households = col['households']
+    X = np.stack([
+        col['median_income'],
+        col['housing_median_age'],
+        col['total_rooms'] / households,
+        col['total_bedrooms'] / households,
+        col['population'],
+        col['population'] / households,
+        col['latitude'],
+        col['longitude'],
+    ], axis=1)
+    return X, col['median_house_value'] / 100000.0
+
+
+def load_california(data_root: Optional[str] = None,
+                    source: str = 'raw') -> Tuple[np.ndarray, np.ndarray]:
+    """California housing: X (20640, 8), y (20640, ) in units of $100,000.
+
+    Args:
+        data_root (str, optional): Folder holding ``california_housing.csv``.
+        source (str): ``'raw'`` (the CSV) or ``'sklearn'``
+            (``fetch_california_housing``, needs the network or its cache).
+    """
+    if source == 'sklearn':
+        from sklearn.datasets import fetch_california_housing
+        X, y = fetch_california_housing(return_X_y=True)
+        return X.astype(np.float64), y.astype(np.float64)
+    if source != 'raw':
+        raise ValueError(f"source must be 'raw' or 'sklearn', got {source!r}")
+    path = _raw_file(CALIFORNIA_FILE, data_root)
+    with open(path) as f:
+        header = tuple(f.readline().strip().split(','))
+    if header != CALIFORNIA_COLUMNS:
+        raise ValueError(f'{path}: header must be {CALIFORNIA_COLUMNS}, got '
+                         f'{header}')
+    raw = np.loadtxt(path, delimiter=',', skiprows=1, dtype=np.float64)
+    return california_from_raw(raw)
+
+
+LOADERS: Dict[str, Callable[..., Tuple[np.ndarray, np.ndarray]]] = {
+    'boston': load_boston,
+    'diabetes': load_diabetes,
+    'california': load_california,
+}
+
+
+def load_dataset(name: str, data_root: Optional[str] = None,
+                 **kwargs) -> Tuple[np.ndarray, np.ndarray]:
+    """Load one of :data:`DATASETS` as float64 ``(X, y)``."""
+    if name not in LOADERS:
+        raise ValueError(f'dataset must be one of {DATASETS}, got {name!r}')
+    return LOADERS[name](data_root, **kwargs)
