@@ -1,0 +1,66 @@
+"""scikit-learn's bundled digits written as an image-folder dataset.
+
+The layout is MMPretrain's ``CustomDataset`` one::
+
+    root/train/<label>/<index>.png
+    root/val/<label>/<index>.png
+
+so the stock pipeline (``LoadImageFromFile`` ...) reads it like any other
+image dataset. Deterministic: the same seed gives the same split and files.
+"""
+import json
+import os
+import os.path as osp
+from typing import Dict
+
+import numpy as np
+
+_DONE = 'mmgal_digits.json'
+
+
+def make_digits_images(root: str,
+                       val_fraction: float = 0.2,
+                       seed: int = 0,
+                       upscale: int = 1) -> Dict[str, int]:
+    """Write the 1,797 8x8 digits as PNGs under ``root`` (idempotent).
+
+    Args:
+        root (str): Output folder.
+        val_fraction (float): Stratified share of the validation split.
+        seed (int): Seed of the split.
+        upscale (int): Nearest-neighbour upscaling factor of the stored
+            images (the pipeline can resize as well).
+
+    Returns:
+        dict: Number of images per split.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    settings = dict(val_fraction=val_fraction, seed=seed, upscale=upscale)
+    done = osp.join(root, _DONE)
+    if osp.isfile(done):
+        with open(done) as f:
+            info = json.load(f)
+        if info.get('settings') == settings:
+            return info['counts']
+    images, labels = load_digits(return_X_y=True)
+    images = (images.reshape(-1, 8, 8) * (255.0 / 16.0)).round().astype(
+        np.uint8)
+    idx = np.arange(len(labels))
+    train_idx, val_idx = train_test_split(
+        idx, test_size=val_fraction, random_state=seed, stratify=labels)
+    counts = {}
+    for split, split_idx in (('train', train_idx), ('val', val_idx)):
+        for i in sorted(split_idx):
+            folder = osp.join(root, split, str(int(labels[i])))
+            os.makedirs(folder, exist_ok=True)
+            img = Image.fromarray(images[i], mode='L')
+            if upscale > 1:
+                img = img.resize((8 * upscale, 8 * upscale), Image.NEAREST)
+            img.save(osp.join(folder, f'{i:04d}.png'))
+        counts[split] = int(len(split_idx))
+    with open(done, 'w') as f:
+        json.dump(dict(settings=settings, counts=counts), f)
+    return counts

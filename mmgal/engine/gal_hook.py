@@ -1,0 +1,138 @@
+from typing import Optional, Union
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
+from mmengine.registry import HOOKS
+
+from mmgal.adapters import BaseGALAdapter, build_adapter
+from .gal_optim_wrapper import GALOptimWrapper
+
+DATA_BATCH = Optional[Union[dict, tuple, list]]
+
+
+@HOOKS.register_module()
+class GALHook(Hook):
+    """Connects a model's head to :class:`GALOptimWrapper`.
+
+    ``__init__`` only checks and stores settings. ``before_run`` finds the
+    head, picks the adapter for its class, has the optimizer wrapper build
+    the adjuster sized to the head's output and installs the adapter's tap,
+    which sends z through GAL; ``after_run`` removes the tap. Every logging
+    interval it logs ``gal/remainder`` (mean |R|), ``gal/adopt_rate``,
+    ``gal/cos_sim`` (g vs the adjustment), ``gal/nonfinite`` (count of
+    guarded steps) and ``gal/tentative_gain`` (l - l') through the
+    ``MessageHub``, so they reach the text and json logs and every
+    visualizer backend. Statistics stay on the device between intervals.
+
+    Examples:
+        >>> custom_hooks = [dict(type='GALHook')]
+        >>> # A head somewhere else, or a head your own adapter handles:
+        >>> custom_hooks = [dict(type='GALHook', head='bbox_head',
+        >>>                      adapter='MyHeadAdapter')]
+
+    Args:
+        head (str): Dotted path of the head in the (unwrapped) model.
+            Defaults to ``'head'`` (MMPretrain's ``ImageClassifier``).
+        adapter (str | dict, optional): Adapter type in
+            ``mmgal.adapters.GAL_ADAPTERS``. Defaults to None: chosen by
+            the head's class.
+        dim (int, optional): Size of z's last dimension, for heads that do
+            not expose it. Defaults to None (asked from the adapter).
+        interval (int, optional): Logging interval in iterations. Defaults
+            to None: the ``LoggerHook``'s interval.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 head: str = 'head',
+                 adapter: Optional[Union[str, dict]] = None,
+                 dim: Optional[int] = None,
+                 interval: Optional[int] = None):
+        if not isinstance(head, str) or not head:
+            raise ValueError('GALHook: head must be a dotted attribute path '
+                             f"such as 'head' or 'bbox_head', got {head!r}")
+        if adapter is not None and not isinstance(adapter, (str, dict)):
+            raise ValueError('GALHook: adapter must be None, a registered '
+                             f'adapter name or a config dict, got '
+                             f'{adapter!r}')
+        for name, value in (('dim', dim), ('interval', interval)):
+            if value is not None and (not isinstance(value, int)
+                                      or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f'GALHook: {name} must be None or a '
+                                 f'positive int, got {value!r}')
+        self.head = head
+        self.adapter_cfg = adapter
+        self.dim = dim
+        self.interval = interval
+        self.adapter: Optional[BaseGALAdapter] = None
+        self._wrapper: Optional[GALOptimWrapper] = None
+
+    def _find_head(self, model):
+        obj = model
+        for part in self.head.split('.'):
+            if not hasattr(obj, part):
+                raise ValueError(
+                    f'GALHook: the model {type(model).__name__} has no '
+                    f"'{self.head}' (no attribute '{part}'); set "
+                    "GALHook(head='...') to the head's dotted path")
+            obj = getattr(obj, part)
+        return obj
+
+    def before_run(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        if not isinstance(wrapper, OptimWrapper):
+            # runner.val()/test(): nothing is trained, nothing to install.
+            return
+        if not isinstance(wrapper, GALOptimWrapper):
+            raise TypeError(
+                'GALHook needs optim_wrapper.type=\'GALOptimWrapper\', got '
+                f'{type(wrapper).__name__}; set optim_wrapper = dict('
+                "type='GALOptimWrapper', ...) in the config")
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        head = self._find_head(model)
+        self.adapter = build_adapter(head, self.adapter_cfg)
+        dim = self.dim or self.adapter.out_dim()
+        param = next(head.parameters(), None)
+        device = param.device if param is not None else 'cpu'
+        adjuster = wrapper.setup_adjuster(dim, device)
+        self._wrapper = wrapper
+        if self.interval is None:
+            self.interval = next((h.interval for h in runner.hooks
+                                  if type(h).__name__ == 'LoggerHook'), 10)
+        n_params = sum(p.numel() for p in adjuster.parameters())
+        if wrapper.enabled:
+            self.adapter.install(wrapper.gal_forward)
+            print_log(
+                f'GAL on {type(head).__name__} ({type(self.adapter).__name__}'
+                f', z dim {dim}): {wrapper.adjuster_kind} adjuster '
+                f'{wrapper.arch} with {n_params} parameters, sigma '
+                f'{wrapper.sigma}, gamma {wrapper.gamma}, policy '
+                f'{wrapper.policy}, remainder {wrapper.remainder}',
+                logger='current')
+        else:
+            print_log('GAL is switched off (GALOptimWrapper.enabled=False)',
+                      logger='current')
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: DATA_BATCH = None,
+                         outputs: Optional[dict] = None) -> None:
+        if self._wrapper is None:
+            return
+        # The same condition as LoggerHook, which runs after this hook.
+        if self.every_n_inner_iters(batch_idx, self.interval) or \
+                self.end_of_epoch(runner.train_dataloader, batch_idx):
+            for key, value in self._wrapper.pop_gal_stats().items():
+                runner.message_hub.update_scalar(f'train/gal/{key}', value)
+
+    def after_run(self, runner) -> None:
+        if self.adapter is not None:
+            self.adapter.remove()
+            self.adapter = None
+        self._wrapper = None

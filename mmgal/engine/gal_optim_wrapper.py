@@ -1,0 +1,435 @@
+import logging
+from contextlib import contextmanager
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import broadcast, get_world_size, is_distributed
+from mmengine.logging import print_log
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from mmgal.core import (ADJUSTER_KINDS, build_adjuster, check_gal_args,
+                        gal_step)
+
+GAL_STATE_KEY = 'gal'
+
+
+class _InjectGrad(torch.autograd.Function):
+    """Returns ``value`` in the forward pass and sends ``grad`` (times the
+    incoming gradient) to ``z`` in the backward pass.
+
+    The logged loss is exactly the task loss, and whatever the optimizer
+    wrapper does to the loss before ``backward`` (loss scaling for AMP,
+    division for ``accumulative_counts``) reaches ``z`` unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, value: Tensor, grad: Tensor) -> Tensor:
+        ctx.save_for_backward(grad)
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        grad, = ctx.saved_tensors
+        return (grad * grad_output).to(grad.dtype), None, None
+
+
+def _inner_optimizer(optimizer: Optimizer) -> Optimizer:
+    # Wrappers such as Lookahead hold the real optimizer as `.optimizer`.
+    while isinstance(getattr(optimizer, 'optimizer', None), Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+@OPTIM_WRAPPERS.register_module()
+class GALOptimWrapper(OptimWrapper):
+    """Optimizer wrapper that adds Gradient Adjustment Learning.
+
+    It steps the model's optimizer exactly as :class:`OptimWrapper` does
+    (``accumulative_counts``, ``clip_grad``, param schedulers and
+    ``paramwise_cfg`` keep working), and owns GAL's state: the adjuster and
+    the adjuster's own optimizer, which stay out of the model, out of DDP
+    and out of the model optimizer's param groups. :class:`GALHook` sizes
+    the adjuster to the head and routes the head's output through
+    :meth:`gal_forward`.
+
+    Mixed precision follows :class:`AmpOptimWrapper` in the same wrapper:
+    give ``loss_scale`` and/or ``dtype`` (its keys) and the forward pass
+    runs under autocast with the loss scaled; GAL's tentative step and
+    remainder always use unscaled fp32 values.
+
+    Examples:
+        >>> # Merged over a stock config's optim_wrapper: its optimizer,
+        >>> # paramwise_cfg and clip_grad stay.
+        >>> optim_wrapper = dict(
+        >>>     type='GALOptimWrapper', sigma=0.01, gamma=1.0,
+        >>>     arch=(256, 64, 32))
+        >>> custom_hooks = [dict(type='GALHook')]
+        >>> custom_imports = dict(imports=['mmgal'],
+        >>>                       allow_failed_imports=False)
+        >>> # A stock fp16 config adopts GAL by changing only the type:
+        >>> optim_wrapper = dict(type='GALOptimWrapper', loss_scale=512.)
+
+    Args:
+        optimizer (Optimizer): The model's optimizer.
+        sigma (float): Relative strength of the adjustment (Eq. 4), >= 0.
+            Defaults to 0.01.
+        gamma (float): Tentative learning-rate scale, > 0. Defaults to 1.
+        arch (Sequence[int]): Adjuster hidden widths (MLP) or channels
+            (CNN). Defaults to (256, 64, 32).
+        adjuster (str): ``'mlp'``, ``'cnn'``, ``'uniform'`` or ``'normal'``.
+            Defaults to ``'mlp'``.
+        policy (str): Update policy, ``'le'``, ``'lt'``, ``'always'`` or
+            ``'never'`` (Algorithm 1). Defaults to ``'le'``.
+        remainder (str): ``'taylor'`` or ``'reference'``. Defaults to
+            ``'taylor'``.
+        adjuster_optimizer (dict, optional): Config of the adjuster's
+            optimizer without ``params``/``lr``, e.g. ``dict(type='Adam')``.
+            Defaults to the model optimizer's type and settings (as the
+            authors' release, which puts the adjuster in the same
+            optimizer).
+        adjuster_lr_ratio (float): The adjuster's lr is this ratio times
+            the model's current base lr. Defaults to 1.
+        tentative_lr (float, optional): A fixed eta for the tentative step.
+            Defaults to None: the model's current base lr as mmengine
+            reports it (``base_lr`` under ``paramwise_cfg``, else the first
+            group's lr).
+        enabled (bool): Switch GAL on or off. Off, this wrapper behaves as
+            :class:`OptimWrapper` (or :class:`AmpOptimWrapper`). Defaults
+            to True.
+        seed (int): Seed of the adjuster's initial weights (drawn from a
+            private generator, so the model's random stream is the same
+            with or without GAL). Defaults to 0.
+        loss_scale (float | str | dict, optional): As in
+            :class:`AmpOptimWrapper`; setting it switches AMP on.
+        dtype (str | torch.dtype, optional): Autocast dtype
+            (``'float16'``, ``'bfloat16'``); setting it switches AMP on.
+        **kwargs: ``accumulative_counts`` and ``clip_grad`` of
+            :class:`OptimWrapper`.
+    """
+
+    valid_dtypes = AmpOptimWrapper.valid_dtypes
+
+    def __init__(self,
+                 optimizer: Optimizer,
+                 sigma: float = 0.01,
+                 gamma: float = 1.0,
+                 arch: Sequence[int] = (256, 64, 32),
+                 adjuster: str = 'mlp',
+                 policy: str = 'le',
+                 remainder: str = 'taylor',
+                 adjuster_optimizer: Optional[dict] = None,
+                 adjuster_lr_ratio: float = 1.0,
+                 tentative_lr: Optional[float] = None,
+                 enabled: bool = True,
+                 seed: int = 0,
+                 loss_scale: Union[None, float, str, dict] = None,
+                 dtype: Union[None, str, torch.dtype] = None,
+                 **kwargs):
+        super().__init__(optimizer=optimizer, **kwargs)
+        check_gal_args(sigma, gamma, policy, remainder)
+        if adjuster not in ADJUSTER_KINDS:
+            raise ValueError(f'adjuster must be one of {ADJUSTER_KINDS}, got '
+                             f'{adjuster!r}')
+        if adjuster in ('mlp', 'cnn'):
+            build_adjuster(adjuster, 1, arch)  # validates arch early
+        if not isinstance(adjuster_lr_ratio, (int, float)) or \
+                adjuster_lr_ratio < 0:
+            raise ValueError(f'adjuster_lr_ratio must be a number >= 0, got '
+                             f'{adjuster_lr_ratio!r}')
+        if tentative_lr is not None and (
+                not isinstance(tentative_lr, (int, float))
+                or tentative_lr < 0):
+            raise ValueError(f'tentative_lr must be None or a number >= 0, '
+                             f'got {tentative_lr!r}')
+        if adjuster_optimizer is not None and (
+                not isinstance(adjuster_optimizer, dict)
+                or 'type' not in adjuster_optimizer):
+            raise ValueError('adjuster_optimizer must be None or a dict with '
+                             f"a 'type', got {adjuster_optimizer!r}")
+        self.sigma = float(sigma)
+        self.gamma = float(gamma)
+        self.arch = tuple(arch)
+        self.adjuster_kind = adjuster
+        self.policy = policy
+        self.remainder = remainder
+        self.adjuster_optimizer_cfg = adjuster_optimizer
+        self.adjuster_lr_ratio = float(adjuster_lr_ratio)
+        self.tentative_lr = tentative_lr
+        self.enabled = bool(enabled)
+        self.seed = seed
+        self.adjuster: Optional[nn.Module] = None
+        self.adjuster_optimizer: Optional[Optimizer] = None
+        self._pending_gal_state: Optional[dict] = None
+        self._gal_micro_steps = 0
+        self._warned_idle = False
+        self._stats: Optional[Dict[str, Tensor]] = None
+        self._stats_count = 0
+        self._init_amp(loss_scale, dtype)
+
+    # ------------------------------------------------------------------ AMP
+    def _init_amp(self, loss_scale, dtype) -> None:
+        self.use_amp = loss_scale is not None or dtype is not None
+        self.loss_scaler = None
+        self._scale_update_param = None
+        if isinstance(dtype, str):
+            if dtype not in self.valid_dtypes:
+                raise ValueError(f'dtype must be one of {self.valid_dtypes}, '
+                                 f'got {dtype!r}')
+            dtype = getattr(torch, dtype)
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise ValueError(f'dtype must be None, a torch.dtype or one of '
+                             f'{self.valid_dtypes}, got {dtype!r}')
+        self.cast_dtype = dtype
+        if not self.use_amp:
+            return
+        if loss_scale is None:
+            # bf16/fp32 autocast needs no loss scaling; fp16 gets dynamic.
+            loss_scale = 'dynamic' if dtype in (None, torch.float16) else None
+        if loss_scale is None:
+            return
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        if loss_scale == 'dynamic':
+            self.loss_scaler = torch.amp.GradScaler(device)
+        elif isinstance(loss_scale, (int, float)) and \
+                not isinstance(loss_scale, bool):
+            self._scale_update_param = float(loss_scale)
+            self.loss_scaler = torch.amp.GradScaler(
+                device, init_scale=float(loss_scale))
+        elif isinstance(loss_scale, dict):
+            self.loss_scaler = torch.amp.GradScaler(device, **loss_scale)
+        else:
+            raise ValueError("loss_scale must be 'dynamic', a number or a "
+                             f'dict of GradScaler arguments, got '
+                             f'{loss_scale!r}')
+
+    def backward(self, loss: Tensor, **kwargs) -> None:
+        if self.enabled and self.adjuster is None:
+            raise RuntimeError(
+                'GALOptimWrapper is enabled but no GALHook has set up its '
+                "adjuster: add dict(type='GALHook') to custom_hooks (or set "
+                'optim_wrapper.enabled=False)')
+        if self.loss_scaler is None:
+            return super().backward(loss, **kwargs)
+        return AmpOptimWrapper.backward(self, loss, **kwargs)
+
+    @contextmanager
+    def optim_context(self, model: nn.Module):
+        if not self.use_amp:
+            with super().optim_context(model):
+                yield
+            return
+        from mmengine.runner.amp import autocast
+        with super().optim_context(model), autocast(dtype=self.cast_dtype):
+            yield
+
+    # ------------------------------------------------------------------ GAL
+    @property
+    def gal_active(self) -> bool:
+        return self.enabled and self.adjuster is not None
+
+    def base_lr(self) -> float:
+        """The model's current base lr (what param schedulers set)."""
+        if self.tentative_lr is not None:
+            return float(self.tentative_lr)
+        if self.base_param_settings is not None:
+            return float(self.base_param_settings['lr'])
+        return float(self.optimizer.param_groups[0]['lr'])
+
+    def setup_adjuster(self, dim: int,
+                       device: Union[str, torch.device] = 'cpu') -> nn.Module:
+        """Build the adjuster for outputs of size ``dim`` and its optimizer.
+
+        Called by :class:`GALHook` once the head is known. The initial
+        weights come from a private generator seeded with ``seed`` and are
+        broadcast from rank 0, so every rank starts from the same adjuster
+        and the global random stream is not consumed.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            adjuster = build_adjuster(self.adjuster_kind, dim, self.arch)
+        adjuster.to(device)
+        if self.adjuster is not None and self.adjuster.dim != dim:
+            raise ValueError(f'the adjuster was already built for dim '
+                             f'{self.adjuster.dim}, now asked for {dim}')
+        self.adjuster = adjuster
+        params = list(adjuster.parameters())
+        for p in params:
+            if is_distributed():
+                broadcast(p.data, src=0)
+            p.grad = torch.zeros_like(p)
+        self.adjuster_optimizer = self._build_adjuster_optimizer(params)
+        if self._pending_gal_state is not None:
+            state, self._pending_gal_state = self._pending_gal_state, None
+            self._load_gal_state(state)
+        return adjuster
+
+    def _build_adjuster_optimizer(self, params) -> Optional[Optimizer]:
+        if not params:
+            return None
+        lr = self.adjuster_lr_ratio * self.base_lr()
+        if self.adjuster_optimizer_cfg is None:
+            inner = _inner_optimizer(self.optimizer)
+            defaults = dict(inner.defaults)
+            defaults['lr'] = lr
+            return type(inner)(params, **defaults)
+        cfg = dict(self.adjuster_optimizer_cfg)
+        cfg.update(params=params, lr=lr)
+        return OPTIMIZERS.build(cfg)
+
+    def gal_forward(self, z: Tensor, loss_fn) -> Tensor:
+        """Run GAL on output features ``z`` of the head.
+
+        Args:
+            z (Tensor): The head's output features (in the model's graph).
+            loss_fn (Callable): Maps a tensor shaped like z to the scalar
+                z-dependent part of the head's loss, with the same targets.
+
+        Returns:
+            Tensor: A 0-dim loss whose value is ``loss_fn(z)`` and whose
+            gradient w.r.t. z is the gradient GAL chose (g~ or g).
+        """
+        out = gal_step(
+            z,
+            loss_fn,
+            self.adjuster,
+            lr=self.base_lr(),
+            sigma=self.sigma,
+            gamma=self.gamma,
+            policy=self.policy,
+            remainder=self.remainder)
+        self._gal_micro_steps += 1
+        self._record(out)
+        return _InjectGrad.apply(z, out.loss, out.grad)
+
+    def _record(self, out) -> None:
+        values = dict(
+            remainder=out.remainder.abs(),
+            adopt_rate=out.adopted,
+            cos_sim=out.cos_sim,
+            nonfinite=out.nonfinite,
+            tentative_gain=out.loss - out.tentative_loss)
+        values = {k: v.detach().float() for k, v in values.items()}
+        # Non-finite steps do not pollute the averages of the others.
+        finite = ~out.nonfinite
+        for k in ('remainder', 'cos_sim', 'tentative_gain'):
+            values[k] = torch.where(finite, values[k], 0.)
+        if self._stats is None:
+            self._stats = values
+        else:
+            for k, v in values.items():
+                self._stats[k] += v
+        self._stats_count += 1
+
+    def pop_gal_stats(self) -> Dict[str, float]:
+        """Averages since the last call, as floats (one host sync), for
+        logging; empty when GAL ran no step."""
+        if self._stats is None:
+            return {}
+        stats, count = self._stats, self._stats_count
+        self._stats, self._stats_count = None, 0
+        vals = torch.stack([stats[k] for k in stats]).cpu().tolist()
+        res = dict(zip(stats, vals))
+        n_finite = count - res['nonfinite']
+        for k in ('remainder', 'cos_sim', 'tentative_gain'):
+            res[k] = res[k] / n_finite if n_finite > 0 else float('nan')
+        res['adopt_rate'] /= count
+        return res
+
+    def step(self, **kwargs) -> None:
+        """Step the model's optimizer as :class:`OptimWrapper` (or
+        :class:`AmpOptimWrapper`) does, then the adjuster's."""
+        if self.loss_scaler is None:
+            super().step(**kwargs)
+        else:
+            AmpOptimWrapper.step(self, **kwargs)
+        self._step_adjuster()
+
+    def _step_adjuster(self) -> None:
+        if self.enabled and self.adjuster is not None and \
+                self._gal_micro_steps == 0 and not self._warned_idle:
+            self._warned_idle = True
+            print_log(
+                'GALOptimWrapper: the model was updated but GAL ran no step '
+                "since the last update: the adapter's tap never saw the "
+                "head's loss. Check GALHook's head and adapter.",
+                logger='current',
+                level=logging.WARNING)
+        if self.adjuster_optimizer is None or self._gal_micro_steps == 0:
+            return
+        params = [
+            p for g in self.adjuster_optimizer.param_groups
+            for p in g['params']
+        ]
+        grads = [p.grad for p in params]
+        scale = 1.0 / self._gal_micro_steps
+        world_size = get_world_size()
+        if world_size > 1:
+            flat = torch._utils._flatten_dense_tensors(grads)
+            torch_dist.all_reduce(flat)
+            flat.mul_(scale / world_size)
+            for g, synced in zip(
+                    grads,
+                    torch._utils._unflatten_dense_tensors(flat, grads)):
+                g.copy_(synced)
+        elif scale != 1.0:
+            torch._foreach_mul_(grads, scale)
+        lr = self.adjuster_lr_ratio * self.base_lr()
+        for group in self.adjuster_optimizer.param_groups:
+            group['lr'] = lr
+        self.adjuster_optimizer.step()
+        self.adjuster_optimizer.zero_grad(set_to_none=False)
+        self._gal_micro_steps = 0
+
+    # ---------------------------------------------------------- state dict
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.loss_scaler is not None:
+            state['loss_scaler'] = self.loss_scaler.state_dict()
+        if self.adjuster is not None:
+            gal = dict(
+                adjuster=self.adjuster.state_dict(), dim=self.adjuster.dim)
+            if self.adjuster_optimizer is not None:
+                gal['optimizer'] = self.adjuster_optimizer.state_dict()
+            state[GAL_STATE_KEY] = gal
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        gal = state_dict.pop(GAL_STATE_KEY, None)
+        scaler_state = state_dict.pop('loss_scaler', None)
+        if self.loss_scaler is not None and scaler_state is not None:
+            self.loss_scaler.load_state_dict(scaler_state)
+        super().load_state_dict(state_dict)
+        if gal is None:
+            if self.enabled:
+                print_log(
+                    'GALOptimWrapper: the checkpoint has no GAL state '
+                    f"('{GAL_STATE_KEY}'); the adjuster starts afresh.",
+                    logger='current',
+                    level=logging.WARNING)
+            return
+        if self.adjuster is None:
+            self._pending_gal_state = gal
+        else:
+            self._load_gal_state(gal)
+
+    def _load_gal_state(self, gal: dict) -> None:
+        if gal['dim'] != self.adjuster.dim:
+            raise ValueError(f"the checkpoint's adjuster has dim "
+                             f"{gal['dim']}, the head's output has "
+                             f'{self.adjuster.dim}')
+        self.adjuster.load_state_dict(gal['adjuster'])
+        if self.adjuster_optimizer is not None and 'optimizer' in gal:
+            self.adjuster_optimizer.load_state_dict(gal['optimizer'])
+
+    def __repr__(self) -> str:
+        return (super().__repr__() +
+                f'GAL: enabled={self.enabled}, sigma={self.sigma}, '
+                f'gamma={self.gamma}, adjuster={self.adjuster_kind}'
+                f'{self.arch}, policy={self.policy}, '
+                f'remainder={self.remainder}, amp={self.use_amp}\n')
+
