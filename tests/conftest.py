@@ -16,3 +16,12 @@ def data_root():
     assert osp.isdir(root), (
         f'regression data folder {root} not found; set MMGAL_DATA_ROOT')
     return root
+
+
+@pytest.fixture(scope='session')
+def digits_root(tmp_path_factory):
+    """scikit-learn's digits as an MMPretrain image folder (made once)."""
+    from mmgal.datasets import make_digits_images
+    root = str(tmp_path_factory.mktemp('digits'))
+    make_digits_images(root)
+    return root

@@ -20,7 +20,9 @@ def _check_dim(dim: int) -> int:
     return dim
 
 
-def _check_arch(arch: Sequence[int]) -> Tuple[int, ...]:
+def check_arch(arch: Sequence[int]) -> Tuple[int, ...]:
+    """``arch`` as a tuple, or ``ValueError`` if it is not a non-empty
+    sequence of positive ints."""
     try:
         arch = tuple(arch)
     except TypeError:
@@ -51,7 +53,7 @@ class GradientAdjuster(nn.Module):
     def __init__(self, dim: int, arch: Sequence[int] = (256, 64, 32)):
         super().__init__()
         self.dim = _check_dim(dim)
-        self.arch = _check_arch(arch)
+        self.arch = check_arch(arch)
         widths = (self.dim, ) + self.arch + (self.dim, )
         layers = []
         for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -87,7 +89,7 @@ class CNNGradientAdjuster(nn.Module):
                  kernel_size: int = 3):
         super().__init__()
         self.dim = _check_dim(dim)
-        self.arch = _check_arch(arch)
+        self.arch = check_arch(arch)
         if not isinstance(kernel_size, int) or kernel_size < 1 or \
                 kernel_size % 2 == 0:
             raise ValueError(f'kernel_size must be a positive odd int, got '

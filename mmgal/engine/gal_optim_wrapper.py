@@ -11,8 +11,8 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from mmgal.core import (ADJUSTER_KINDS, build_adjuster, check_gal_args,
-                        gal_step)
+from mmgal.core import (ADJUSTER_KINDS, build_adjuster, check_arch,
+                        check_gal_args, gal_step)
 
 GAL_STATE_KEY = 'gal'
 
@@ -135,7 +135,7 @@ class GALOptimWrapper(OptimWrapper):
             raise ValueError(f'adjuster must be one of {ADJUSTER_KINDS}, got '
                              f'{adjuster!r}')
         if adjuster in ('mlp', 'cnn'):
-            build_adjuster(adjuster, 1, arch)  # validates arch early
+            check_arch(arch)
         if not isinstance(adjuster_lr_ratio, (int, float)) or \
                 adjuster_lr_ratio < 0:
             raise ValueError(f'adjuster_lr_ratio must be a number >= 0, got '

@@ -1,0 +1,196 @@
+"""GALHook + GALOptimWrapper through mmengine's Runner on MMPretrain's
+stock ResNet-18 CIFAR config (shrunk), on the digits image folder."""
+import math
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mm_helpers import digits_cfg, read_scalars
+from mmengine.runner import Runner
+
+import mmgal  # noqa: F401
+
+GAL_KEYS = ('gal/remainder', 'gal/adopt_rate', 'gal/cos_sim',
+            'gal/nonfinite', 'gal/tentative_gain')
+
+
+def train(cfg):
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def model_params(runner):
+    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+
+
+def test_gal_trains_logs_and_cleans_up(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path), epochs=2, sigma=0.05)
+    cfg.log_level = 'INFO'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    wrapper = runner.optim_wrapper
+    init = type(wrapper)(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))],
+                                         lr=0.1), arch=wrapper.arch)
+    init.setup_adjuster(10)
+    assert any(not torch.equal(p, q) for p, q in zip(
+        wrapper.adjuster.parameters(), init.adjuster.parameters()))
+    scalars = read_scalars(str(tmp_path))
+    train_rows = [r for r in scalars if 'loss' in r]
+    assert len(train_rows) == 4 * 2 // 2  # 4 iters/epoch, interval 2
+    for row in train_rows:
+        assert math.isfinite(row['loss'])
+        for key in GAL_KEYS:
+            assert key in row, key
+        assert 0 <= row['gal/adopt_rate'] <= 1
+        assert row['gal/nonfinite'] == 0
+        assert -1 <= row['gal/cos_sim'] <= 1
+    assert any('accuracy/top1' in r for r in scalars)
+    # The tap is removed after the run and the model holds no GAL state.
+    assert not runner.model.head.loss_module._forward_hooks
+    assert not any('adjust' in k for k in runner.model.state_dict())
+    log = open(osp.join(str(tmp_path), runner.timestamp,
+                        f'{runner.timestamp}.log')).read()
+    assert 'gal/remainder' in log and 'gal/adopt_rate' in log
+
+
+@pytest.mark.parametrize('gal_kwargs', [dict(sigma=0.0),
+                                        dict(policy='never', sigma=0.5)])
+def test_gal_switched_off_is_bit_identical_to_optim_wrapper(
+        digits_root, tmp_path, gal_kwargs):
+    base = train(digits_cfg(digits_root, str(tmp_path / 'base'), gal=False,
+                            epochs=2))
+    gal = train(digits_cfg(digits_root, str(tmp_path / 'gal'), epochs=2,
+                           **gal_kwargs))
+    a, b = model_params(base), model_params(gal)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_gal_changes_training(digits_root, tmp_path):
+    base = train(digits_cfg(digits_root, str(tmp_path / 'base'), gal=False))
+    gal = train(digits_cfg(digits_root, str(tmp_path / 'gal'), sigma=0.5,
+                           policy='always'))
+    w = 'head.fc.weight'
+    assert not torch.equal(model_params(base)[w], model_params(gal)[w])
+
+
+def test_resume_continues_bit_identically(digits_root, tmp_path):
+    full = train(digits_cfg(digits_root, str(tmp_path / 'full'), epochs=2,
+                            sigma=0.1))
+    train(digits_cfg(digits_root, str(tmp_path / 'part'), epochs=1,
+                     sigma=0.1))
+    cfg = digits_cfg(digits_root, str(tmp_path / 'resumed'), epochs=2,
+                     sigma=0.1)
+    cfg.resume = True
+    cfg.load_from = str(tmp_path / 'part' / 'epoch_1.pth')
+    resumed = train(cfg)
+    a, b = model_params(full), model_params(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for p, q in zip(full.optim_wrapper.adjuster.parameters(),
+                    resumed.optim_wrapper.adjuster.parameters()):
+        assert torch.equal(p, q)
+    ck = torch.load(str(tmp_path / 'resumed' / 'epoch_2.pth'))
+    assert set(ck['optimizer']['gal']) == {'adjuster', 'dim', 'optimizer'}
+
+
+def test_accumulative_counts_train(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path), sigma=0.1,
+                     accumulative_counts=2)
+    runner = train(cfg)
+    assert runner.optim_wrapper._accumulative_counts == 2
+    assert runner.optim_wrapper._gal_micro_steps == 0  # stepped on boundary
+    rows = [r for r in read_scalars(str(tmp_path)) if 'loss' in r]
+    assert rows and all(math.isfinite(r['gal/remainder']) for r in rows)
+
+
+def test_gal_checkpoint_loads_in_the_plain_config_without_mmgal(
+        digits_root, tmp_path):
+    runner = train(digits_cfg(digits_root, str(tmp_path), sigma=0.1))
+    ckpt = str(tmp_path / 'epoch_1.pth')
+    x = torch.rand(2, 3, 16, 16) * 255
+    torch.save(x, str(tmp_path / 'x.pt'))
+    runner.model.eval()
+    with torch.no_grad():
+        expected = runner.model(runner.model.data_preprocessor(
+            dict(inputs=list(x)))['inputs'], mode='tensor')
+    code = f'''
+import sys, torch
+from mmengine.config import Config
+from mmpretrain.registry import MODELS
+from mmpretrain.utils import register_all_modules
+register_all_modules()
+cfg = Config.fromfile({digits_cfg.__globals__['DIGITS_BASELINE']!r})
+cfg.model.backbone.base_channels = 8
+cfg.model.head.in_channels = 64
+cfg.model.data_preprocessor = cfg.data_preprocessor
+model = MODELS.build(cfg.model)
+state = torch.load({ckpt!r}, weights_only=False)['state_dict']
+model.load_state_dict(state, strict=True)
+model.eval()
+x = torch.load({str(tmp_path / 'x.pt')!r})
+with torch.no_grad():
+    out = model(model.data_preprocessor(dict(inputs=list(x)))['inputs'],
+                mode='tensor')
+torch.save(out, {str(tmp_path / 'out.pt')!r})
+assert 'mmgal' not in sys.modules, 'mmgal was imported'
+'''
+    subprocess.run([sys.executable, '-c', code], check=True)
+    assert torch.equal(torch.load(str(tmp_path / 'out.pt')), expected)
+
+
+def test_hook_without_gal_wrapper_is_a_clear_error(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.optim_wrapper = dict(type='OptimWrapper',
+                             optimizer=cfg.optim_wrapper.optimizer)
+    with pytest.raises(TypeError, match="GALHook needs optim_wrapper.type="
+                       "'GALOptimWrapper', got OptimWrapper"):
+        train(cfg)
+
+
+def test_wrapper_without_hook_is_a_clear_error(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.custom_hooks = []
+    with pytest.raises(RuntimeError, match='no GALHook has set up'):
+        train(cfg)
+
+
+def test_unsupported_head_lists_the_supported_ones(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.custom_hooks = [dict(type='GALHook', head='neck')]
+    with pytest.raises(ValueError, match=r'no GAL adapter supports the head '
+                       r'GlobalAveragePooling; supported heads \(and their '
+                       r'subclasses\): ClsHead, LinearClsHead'):
+        train(cfg)
+
+
+def test_missing_head_path_is_a_clear_error(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.custom_hooks = [dict(type='GALHook', head='head.classifier')]
+    with pytest.raises(ValueError, match="has no 'head.classifier' \\(no "
+                       "attribute 'classifier'\\)"):
+        train(cfg)
+
+
+def test_dim_mismatch_is_a_clear_error(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.custom_hooks = [dict(type='GALHook', dim=7)]
+    with pytest.raises(ValueError, match=r"z's last dimension must equal the "
+                       r"adjuster's dim \(7\), got z of shape \(32, 10\)"):
+        train(cfg)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(head=''), 'head must be a dotted attribute path'),
+    (dict(adapter=3), 'adapter must be None, a registered adapter name'),
+    (dict(dim=0), 'dim must be None or a positive int, got 0'),
+    (dict(interval=-2), 'interval must be None or a positive int'),
+])
+def test_hook_settings_are_checked_in_init(kwargs, match):
+    from mmgal.engine import GALHook
+    with pytest.raises(ValueError, match=match):
+        GALHook(**kwargs)

@@ -1,0 +1,292 @@
+import copy
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
+from torch import nn
+
+import mmgal  # noqa: F401
+from mmgal.core import gal_step
+from mmgal.engine import GALOptimWrapper
+
+
+def make(model=None, **kwargs):
+    torch.manual_seed(0)
+    model = model or nn.Linear(6, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapper = GALOptimWrapper(opt, **kwargs)
+    return model, wrapper
+
+
+def batch(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(5, 6, generator=gen), torch.randint(0, 4, (5, ),
+                                                           generator=gen)
+
+
+def test_registered_in_mmengine_root_and_resolves_from_child_scopes():
+    from mmdet.registry import OPTIM_WRAPPERS as DET
+    from mmpretrain.registry import OPTIM_WRAPPERS as PRE
+    assert OPTIM_WRAPPERS.get('GALOptimWrapper') is GALOptimWrapper
+    assert PRE.get('GALOptimWrapper') is GALOptimWrapper
+    assert DET.get('GALOptimWrapper') is GALOptimWrapper
+
+
+def test_gal_forward_returns_the_exact_loss_and_injects_the_chosen_grad():
+    model, wrapper = make(sigma=0.3, arch=(8, ), policy='always')
+    wrapper.setup_adjuster(4)
+    x, y = batch(0)
+    z = model(x)
+    loss = wrapper.gal_forward(z, lambda zz: F.cross_entropy(zz, y))
+    assert torch.equal(loss, F.cross_entropy(z.detach(), y))
+    zz = z.detach().requires_grad_(True)
+    (gz, ) = torch.autograd.grad(
+        wrapper.gal_forward(zz, lambda t: F.cross_entropy(t, y)), zz)
+    ref = gal_step(z, lambda t: F.cross_entropy(t, y), wrapper.adjuster, 0.1,
+                   0.3, policy='always')
+    torch.testing.assert_close(gz, ref.grad)
+    assert not torch.equal(gz, ref.vanilla_grad)
+
+
+def test_gal_with_sigma_zero_updates_exactly_like_optim_wrapper():
+    base_model, _ = make()
+    plain = OptimWrapper(torch.optim.SGD(base_model.parameters(), lr=0.1))
+    gal_model, wrapper = make(sigma=0.0, arch=(8, ))
+    wrapper.setup_adjuster(4)
+    for seed in range(3):
+        x, y = batch(seed)
+        plain.update_params(F.cross_entropy(base_model(x), y))
+        z = gal_model(x)
+        wrapper.update_params(
+            wrapper.gal_forward(z, lambda t: F.cross_entropy(t, y)))
+    for a, b in zip(base_model.parameters(), gal_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_accumulative_counts_step_model_and_adjuster_on_the_same_boundary():
+    model, wrapper = make(sigma=0.2, arch=(8, ), accumulative_counts=2)
+    wrapper.setup_adjuster(4)
+    adj0 = copy.deepcopy(wrapper.adjuster)
+    w0 = model.weight.detach().clone()
+    grads = []
+    for seed in range(2):
+        x, y = batch(seed)
+        z = model(x)
+        # What gal_step gives this micro-batch on the initial adjuster.
+        probe = copy.deepcopy(adj0)
+        gal_step(z, lambda t: F.cross_entropy(t, y), probe, 0.1, 0.2)
+        grads.append([p.grad for p in probe.parameters()])
+        wrapper.update_params(
+            wrapper.gal_forward(z, lambda t: F.cross_entropy(t, y)))
+        if seed == 0:
+            assert torch.equal(model.weight, w0)
+            for p, q in zip(wrapper.adjuster.parameters(),
+                            adj0.parameters()):
+                assert torch.equal(p, q)
+    assert not torch.equal(model.weight, w0)
+    # Adjuster optimizer = the model's (SGD, lr 0.1): p - lr * mean grad.
+    for p, q, g1, g2 in zip(wrapper.adjuster.parameters(), adj0.parameters(),
+                            *grads):
+        torch.testing.assert_close(p, q - 0.1 * (g1 + g2) / 2)
+
+
+def test_tentative_and_adjuster_lr_follow_the_base_lr():
+    model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 4))
+    opt = torch.optim.SGD([
+        dict(params=model[0].parameters(), lr=0.01),
+        dict(params=model[1].parameters(), lr=0.1)
+    ], lr=0.1)
+    wrapper = GALOptimWrapper(opt, adjuster_lr_ratio=0.5, arch=(8, ))
+    # With several groups mmengine tracks a base lr (what schedulers set).
+    assert wrapper.base_lr() == 0.1
+    wrapper.setup_adjuster(4)
+    wrapper.base_param_settings['lr'] = 0.02
+    assert wrapper.base_lr() == 0.02
+    x, y = batch(0)
+    wrapper.update_params(
+        wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+    assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == 0.01
+    fixed = GALOptimWrapper(opt, tentative_lr=0.5)
+    assert fixed.base_lr() == 0.5
+
+
+def test_adjuster_lives_outside_the_model_optimizer():
+    model, wrapper = make(arch=(8, ))
+    wrapper.setup_adjuster(4)
+    model_params = {id(p) for g in wrapper.param_groups for p in g['params']
+                    if isinstance(p, nn.Parameter)}
+    assert not model_params & {id(p) for p in wrapper.adjuster.parameters()}
+    assert len(wrapper.optimizer.param_groups) == 1
+    assert type(wrapper.adjuster_optimizer) is torch.optim.SGD
+
+
+def test_adjuster_optimizer_can_be_configured():
+    _, wrapper = make(arch=(8, ), adjuster_optimizer=dict(type='Adam'),
+                      adjuster_lr_ratio=0.1)
+    wrapper.setup_adjuster(4)
+    assert type(wrapper.adjuster_optimizer) is torch.optim.Adam
+    assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == \
+        pytest.approx(0.01)
+
+
+def test_adjuster_init_does_not_consume_the_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    wrapper = GALOptimWrapper(
+        torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=0.1), arch=(8, ))
+    wrapper.setup_adjuster(4)
+    assert torch.equal(torch.rand(3), expected)
+    # ... and the adjuster is the same for the same seed.
+    other = GALOptimWrapper(torch.optim.SGD([nn.Parameter(torch.ones(1))],
+                                            lr=0.1), arch=(8, ))
+    other.setup_adjuster(4)
+    for p, q in zip(wrapper.adjuster.parameters(),
+                    other.adjuster.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_state_dict_round_trip_keeps_gal_under_its_own_key():
+    model, wrapper = make(arch=(8, ), sigma=0.2)
+    wrapper.setup_adjuster(4)
+    x, y = batch(0)
+    wrapper.update_params(
+        wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+    state = wrapper.state_dict()
+    assert set(state['gal']) == {'adjuster', 'dim', 'optimizer'}
+    assert 'gal' not in model.state_dict()
+    # Loaded before the hook builds the adjuster: applied when it does.
+    _, fresh = make(arch=(8, ), sigma=0.2)
+    fresh.load_state_dict(copy.deepcopy(state))
+    fresh.setup_adjuster(4)
+    for p, q in zip(wrapper.adjuster.parameters(),
+                    fresh.adjuster.parameters()):
+        assert torch.equal(p, q)
+    # Loaded after.
+    _, late = make(arch=(8, ), sigma=0.2)
+    late.setup_adjuster(4)
+    late.load_state_dict(copy.deepcopy(state))
+    for p, q in zip(wrapper.adjuster.parameters(),
+                    late.adjuster.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_loading_a_checkpoint_without_gal_state_warns(monkeypatch):
+    import mmgal.engine.gal_optim_wrapper as module
+    logged = []
+    monkeypatch.setattr(module, 'print_log',
+                        lambda msg, **kw: logged.append((msg, kw)))
+    plain_model = nn.Linear(6, 4)
+    plain = OptimWrapper(torch.optim.SGD(plain_model.parameters(), lr=0.1))
+    _, wrapper = make(arch=(8, ))
+    wrapper.setup_adjuster(4)
+    wrapper.load_state_dict(plain.state_dict())
+    assert len(logged) == 1
+    msg, kw = logged[0]
+    assert "the checkpoint has no GAL state ('gal')" in msg
+    assert kw['level'] == logging.WARNING
+
+
+def test_loading_an_adjuster_of_another_dim_is_refused():
+    _, wrapper = make(arch=(8, ))
+    wrapper.setup_adjuster(4)
+    state = wrapper.state_dict()
+    _, other = make(arch=(8, ))
+    other.setup_adjuster(5)
+    with pytest.raises(ValueError, match="adjuster has dim 4, the head's "
+                       'output has 5'):
+        other.load_state_dict(state)
+
+
+def test_enabled_wrapper_without_hook_is_a_clear_error():
+    model, wrapper = make()
+    x, y = batch(0)
+    with pytest.raises(RuntimeError, match="no GALHook has set up its "
+                       "adjuster: add dict\\(type='GALHook'\\)"):
+        wrapper.update_params(F.cross_entropy(model(x), y))
+
+
+def test_disabled_wrapper_is_a_plain_optim_wrapper():
+    base_model, _ = make()
+    plain = OptimWrapper(torch.optim.SGD(base_model.parameters(), lr=0.1))
+    model, wrapper = make(enabled=False)
+    x, y = batch(0)
+    plain.update_params(F.cross_entropy(base_model(x), y))
+    wrapper.update_params(F.cross_entropy(model(x), y))
+    for a, b in zip(base_model.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_stats_average_over_the_interval_with_one_sync():
+    model, wrapper = make(arch=(8, ), sigma=0.1)
+    wrapper.setup_adjuster(4)
+    assert wrapper.pop_gal_stats() == {}
+    for seed in range(4):
+        x, y = batch(seed)
+        wrapper.update_params(
+            wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+    stats = wrapper.pop_gal_stats()
+    assert set(stats) == {'remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
+                          'tentative_gain'}
+    assert 0 <= stats['adopt_rate'] <= 1 and stats['nonfinite'] == 0
+    assert stats['remainder'] >= 0
+    assert wrapper.pop_gal_stats() == {}
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(sigma=-1), 'sigma must be a finite number >= 0'),
+    (dict(gamma=0), 'gamma must be a finite number > 0'),
+    (dict(policy='sometimes'), 'policy must be one of'),
+    (dict(remainder='exact'), 'remainder must be one of'),
+    (dict(adjuster='rnn'), r"adjuster must be one of \('mlp', 'cnn', "
+     r"'uniform', 'normal'\), got 'rnn'"),
+    (dict(arch=()), 'arch must be a non-empty sequence'),
+    (dict(adjuster_lr_ratio=-1), 'adjuster_lr_ratio must be a number >= 0'),
+    (dict(tentative_lr='auto'), 'tentative_lr must be None or a number'),
+    (dict(adjuster_optimizer='Adam'), 'adjuster_optimizer must be None or '
+     "a dict with a 'type'"),
+    (dict(dtype='float8'), r"dtype must be one of \('float16', 'bfloat16'"),
+    (dict(loss_scale='static'), "loss_scale must be 'dynamic', a number or "
+     'a dict'),
+])
+def test_bad_settings_raise_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+
+
+def test_bf16_autocast_on_cpu_runs_gal_in_fp32():
+    model, wrapper = make(arch=(8, ), sigma=0.1, dtype='bfloat16')
+    assert wrapper.use_amp and wrapper.loss_scaler is None
+    wrapper.setup_adjuster(4)
+    x, y = batch(0)
+    w0 = model.weight.detach().clone()
+    with wrapper.optim_context(model):
+        z = model(x)
+        assert z.dtype == torch.bfloat16
+        loss = wrapper.gal_forward(z, lambda t: F.cross_entropy(t, y))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    wrapper.update_params(loss)
+    assert not torch.equal(model.weight, w0)
+    assert torch.isfinite(model.weight).all()
+
+
+def test_fp16_loss_scaling_unscales_before_the_step():
+    ref_model, ref = make(arch=(8, ), sigma=0.1)
+    model, wrapper = make(arch=(8, ), sigma=0.1, loss_scale=1024.)
+    assert wrapper.loss_scaler is not None
+    for w in (ref, wrapper):
+        w.setup_adjuster(4)
+    x, y = batch(0)
+    for m, w in ((ref_model, ref), (model, wrapper)):
+        w.update_params(
+            w.gal_forward(m(x), lambda t: F.cross_entropy(t, y)))
+    torch.testing.assert_close(model.weight, ref_model.weight)
+    state = wrapper.state_dict()
+    assert state['loss_scaler']['scale'] == 1024.
+    _, again = make(arch=(8, ), sigma=0.1, loss_scale='dynamic')
+    again.setup_adjuster(4)
+    again.load_state_dict(state)
+    assert again.loss_scaler.get_scale() == 1024.
