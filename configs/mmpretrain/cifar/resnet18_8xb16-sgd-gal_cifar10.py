@@ -1,0 +1,9 @@
+# GAL twin of resnet18_8xb16-sgd_cifar10.py: only the lines that add GAL.
+# The paper's settings for this dataset and optimizer: sigma 0.001,
+# gamma 1.0, adjuster arch (100, 32, 16).
+_base_ = './resnet18_8xb16-sgd_cifar10.py'
+
+custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
+optim_wrapper = dict(
+    type='GALOptimWrapper', sigma=0.001, gamma=1.0, arch=(100, 32, 16))
+custom_hooks = [dict(type='GALHook')]

@@ -1,0 +1,9 @@
+# GAL twin of resnet18_8xb16-sgd_cifar100.py: only the lines that add GAL.
+# The paper's settings for this dataset and optimizer: sigma 0.01,
+# gamma 1.0, adjuster arch (256, 64, 32).
+_base_ = './resnet18_8xb16-sgd_cifar100.py'
+
+custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
+optim_wrapper = dict(
+    type='GALOptimWrapper', sigma=0.01, gamma=1.0, arch=(256, 64, 32))
+custom_hooks = [dict(type='GALHook')]
