@@ -25,3 +25,11 @@ def digits_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('digits'))
     make_digits_images(root)
     return root
+
+
+@pytest.fixture(scope='session')
+def tiny_coco(tmp_path_factory):
+    """(root, annotation file) of a tiny COCO-format set (made once)."""
+    from mmgal.datasets import make_tiny_coco
+    root = str(tmp_path_factory.mktemp('tiny_coco'))
+    return root, make_tiny_coco(root, num_images=6)

@@ -14,7 +14,8 @@ class BaseGALAdapter:
     the head's z-dependent loss with the same targets.
 
     Subclasses list the head classes they support by name in
-    ``supported_heads`` (subclasses of a listed head are supported too) and
+    ``supported_heads`` (subclasses of a listed head are supported too,
+    unless ``match_subclasses`` is False) and
     implement :meth:`out_dim`, :meth:`install` and :meth:`remove`. Register
     one for your own head with ``@GAL_ADAPTERS.register_module()``.
 
@@ -23,6 +24,7 @@ class BaseGALAdapter:
     """
 
     supported_heads: Tuple[str, ...] = ()
+    match_subclasses: bool = True
 
     def __init__(self, head: nn.Module):
         self.head = head
@@ -40,17 +42,20 @@ class BaseGALAdapter:
         raise NotImplementedError
 
     @classmethod
-    def supports(cls, head: nn.Module) -> bool:
-        return any(k.__name__ in cls.supported_heads
-                   for k in type(head).__mro__)
+    def supports_class(cls, klass: type, head: nn.Module) -> bool:
+        """Whether ``klass`` (``type(head)`` or one of its bases) is one
+        this adapter handles."""
+        return klass.__name__ in cls.supported_heads and (
+            cls.match_subclasses or klass is type(head))
 
 
 def supported_heads() -> Tuple[str, ...]:
     """Every head class name some registered adapter supports."""
     names = []
     for adapter in GAL_ADAPTERS.module_dict.values():
-        names += [n for n in adapter.supported_heads if n not in names]
-    return tuple(names)
+        suffix = ' (and subclasses)' if adapter.match_subclasses else ''
+        names += [n + suffix for n in adapter.supported_heads]
+    return tuple(dict.fromkeys(names))
 
 
 def build_adapter(head: nn.Module,
@@ -67,10 +72,10 @@ def build_adapter(head: nn.Module,
     # Most specific match first: walk the head's MRO.
     for klass in type(head).__mro__:
         for candidate in GAL_ADAPTERS.module_dict.values():
-            if klass.__name__ in candidate.supported_heads:
+            if candidate.supports_class(klass, head):
                 return candidate(head)
     raise ValueError(
         f'GALHook: no GAL adapter supports the head '
-        f'{type(head).__name__}; supported heads (and their subclasses): '
+        f'{type(head).__name__}; supported heads: '
         f"{', '.join(supported_heads())}. Register a BaseGALAdapter "
         f'subclass in mmgal.adapters.GAL_ADAPTERS for your head.')

@@ -1,4 +1,5 @@
-"""Small datasets that mmgal's commands and tests make themselves."""
+"""Small datasets that mmgal's commands, tests and benchmarks make."""
 from .digits import make_digits_images
+from .tiny_coco import make_tiny_coco
 
-__all__ = ['make_digits_images']
+__all__ = ['make_digits_images', 'make_tiny_coco']

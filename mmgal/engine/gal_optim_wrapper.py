@@ -1,3 +1,4 @@
+import inspect
 import logging
 from contextlib import contextmanager
 from typing import Dict, Optional, Sequence, Union
@@ -273,7 +274,13 @@ class GALOptimWrapper(OptimWrapper):
         lr = self.adjuster_lr_ratio * self.base_lr()
         if self.adjuster_optimizer_cfg is None:
             inner = _inner_optimizer(self.optimizer)
-            defaults = dict(inner.defaults)
+            # Keep only what the constructor takes (AdamW's defaults hold a
+            # `decoupled_weight_decay` its __init__ does not accept).
+            accepted = inspect.signature(type(inner).__init__).parameters
+            defaults = {
+                k: v
+                for k, v in inner.defaults.items() if k in accepted
+            }
             defaults['lr'] = lr
             return type(inner)(params, **defaults)
         cfg = dict(self.adjuster_optimizer_cfg)

@@ -145,7 +145,9 @@ def test_unsupported_head_error_lists_supported_heads():
                  'EfficientFormerClsHead', 'ConformerHead',
                  'MultiLabelClsHead', 'MultiLabelLinearClsHead'):
         assert name in msg
-    assert set(ClsHeadAdapter.supported_heads) <= set(supported_heads())
+    assert {f'{n} (and subclasses)'
+            for n in ClsHeadAdapter.supported_heads} <= set(supported_heads())
+    assert 'DETRHead' in supported_heads()  # exact class only
 
 
 def test_head_without_num_classes_asks_for_dim():

@@ -163,8 +163,8 @@ def test_unsupported_head_lists_the_supported_ones(digits_root, tmp_path):
     cfg = digits_cfg(digits_root, str(tmp_path))
     cfg.custom_hooks = [dict(type='GALHook', head='neck')]
     with pytest.raises(ValueError, match=r'no GAL adapter supports the head '
-                       r'GlobalAveragePooling; supported heads \(and their '
-                       r'subclasses\): ClsHead, LinearClsHead'):
+                       r'GlobalAveragePooling; supported heads: ClsHead '
+                       r'\(and subclasses\), LinearClsHead'):
         train(cfg)
 
 

@@ -1,0 +1,10 @@
+# GAL twin of detr_r101_8xb2-150e_coco.py:
+# only the lines that add GAL, with the paper's
+# DETR settings: z = the predicted boxes (4 floats per query), adjuster
+# 4 -> 64 -> 16 -> 4, sigma 0.01, gamma 1.
+_base_ = './detr_r101_8xb2-150e_coco.py'
+
+custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
+optim_wrapper = dict(
+    type='GALOptimWrapper', sigma=0.01, gamma=1.0, arch=(64, 16))
+custom_hooks = [dict(type='GALHook', head='bbox_head')]

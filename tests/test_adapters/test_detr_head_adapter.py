@@ -1,0 +1,143 @@
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+import mmgal  # noqa: F401
+from mmgal.adapters import DETRHeadAdapter, build_adapter
+from mmgal.core import GradientAdjuster, gal_step
+from mmgal.engine.gal_optim_wrapper import _InjectGrad
+
+register_all_modules()
+DETR_CFG = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
+    'mmdet', 'detr', 'detr_r50_8xb2-150e_coco.py')
+
+
+class Recorder:
+
+    def __init__(self, sigma=0.3):
+        torch.manual_seed(1)
+        self.adjuster = GradientAdjuster(4, (64, 16))
+        self.sigma = sigma
+        self.calls = []
+
+    def __call__(self, z, loss_fn):
+        out = gal_step(z, loss_fn, self.adjuster, 1e-4, self.sigma,
+                       policy='always')
+        self.calls.append((z, out, loss_fn))
+        return _InjectGrad.apply(z, out.loss, out.grad)
+
+
+def detr_head():
+    cfg = Config.fromfile(DETR_CFG).model
+    head_cfg = cfg.bbox_head
+    head_cfg.update(num_classes=3, train_cfg=cfg.train_cfg)
+    torch.manual_seed(0)
+    return MODELS.build(head_cfg)
+
+
+def inputs(num_layers=6, queries=10):
+    torch.manual_seed(0)
+    hidden = torch.randn(num_layers, 2, queries, 256)
+    gts = []
+    for boxes, labels in (([[5., 5., 30., 40.], [10., 20., 50., 60.]],
+                           [0, 2]), ([[1., 2., 70., 60.]], [1])):
+        g = InstanceData()
+        g.bboxes = torch.tensor(boxes)
+        g.labels = torch.tensor(labels)
+        gts.append(g)
+    metas = [dict(img_shape=(64, 64)), dict(img_shape=(64, 80))]
+    return hidden, gts, metas
+
+
+def layer_key(i, n, name):
+    return name if i == n - 1 else f'd{i}.{name}'
+
+
+def test_detr_adapter_is_picked_for_the_detr_family_only():
+    head = detr_head()
+    assert isinstance(build_adapter(head), DETRHeadAdapter)
+    assert build_adapter(head).out_dim() == 4
+
+    class MyDETRHead(type(head)):
+        pass
+
+    head.__class__ = MyDETRHead
+    with pytest.raises(ValueError, match='no GAL adapter supports the head '
+                       'MyDETRHead; supported heads: .*DETRHead, '
+                       'ConditionalDETRHead, DABDETRHead, '
+                       'DeformableDETRHead, DINOHead'):
+        build_adapter(head)
+
+
+def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
+        monkeypatch):
+    head = detr_head()
+    hidden, gts, metas = inputs()
+    cls, boxes = head(hidden)
+    boxes = boxes.detach().requires_grad_(True)
+    cls = cls.detach()
+
+    assigns = []
+    orig_assign = head.assigner.assign
+    monkeypatch.setattr(head.assigner, 'assign',
+                        lambda *a, **k: assigns.append(1) or orig_assign(
+                            *a, **k))
+    plain = head.loss_by_feat(cls, boxes, gts, metas)
+    n_plain = len(assigns)
+    (g_full, ) = torch.autograd.grad(sum(plain.values()), boxes)
+
+    adapter = build_adapter(head)
+    rec = Recorder()
+    adapter.install(rec)
+    tapped = head.loss_by_feat(cls, boxes, gts, metas)
+    assert len(assigns) == 2 * n_plain  # no second matching per GAL step
+    assert tapped.keys() == plain.keys()
+    for k in plain:
+        assert torch.equal(tapped[k], plain[k]), k
+    assert len(rec.calls) == 6
+    (g_tapped, ) = torch.autograd.grad(sum(tapped.values()), boxes)
+    for i, (z, out, loss_fn) in enumerate(rec.calls):
+        assert z.shape == (2, 10, 4)
+        # The tentative loss at z is the layer's L1 + GIoU, as logged.
+        torch.testing.assert_close(
+            out.loss, plain[layer_key(i, 6, 'loss_bbox')] +
+            plain[layer_key(i, 6, 'loss_iou')])
+        # g is the gradient of the full loss w.r.t. the boxes ...
+        torch.testing.assert_close(out.vanilla_grad, g_full[i])
+        # ... and the model receives GAL's choice.
+        torch.testing.assert_close(g_tapped[i], out.grad)
+        assert not torch.equal(out.grad, out.vanilla_grad)
+    adapter.remove()
+    assert 'loss_by_feat_single' not in vars(head)
+    assert 'get_targets' not in vars(head)
+
+
+def test_the_classification_loss_is_untouched():
+    head = detr_head()
+    hidden, gts, metas = inputs()
+    cls, boxes = head(hidden)
+    cls = cls.detach().requires_grad_(True)
+    plain = head.loss_by_feat(cls, boxes.detach(), gts, metas)
+    (g_plain, ) = torch.autograd.grad(plain['loss_cls'], cls)
+    build_adapter(head).install(Recorder())
+    tapped = head.loss_by_feat(cls, boxes.detach().requires_grad_(), gts,
+                               metas)
+    (g_tapped, ) = torch.autograd.grad(tapped['loss_cls'], cls)
+    assert torch.equal(g_plain, g_tapped)
+
+
+def test_no_gal_without_grad():
+    head = detr_head()
+    hidden, gts, metas = inputs()
+    rec = Recorder()
+    build_adapter(head).install(rec)
+    with torch.no_grad():
+        cls, boxes = head(hidden)
+        head.loss_by_feat(cls, boxes, gts, metas)
+    assert rec.calls == []
