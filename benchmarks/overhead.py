@@ -1,0 +1,342 @@
+#!/usr/bin/env python
+"""What GAL costs per training iteration: time and peak memory, GAL / baseline.
+
+    python benchmarks/overhead.py                      # all cases
+    python benchmarks/overhead.py --case resnet18 --repeats 15
+
+Cases (each through the same code path as training):
+
+- ``resnet18``: MMPretrain's stock ResNet-18 CIFAR config, 32x32, batch 32,
+  ``model.train_step`` with ``OptimWrapper`` vs ``GALOptimWrapper`` + the
+  ClsHead tap (the paper's CIFAR-10 adjuster, arch (100, 32, 16)).
+- ``detr``: MMDetection's stock DETR R50 config (no pretrained weights),
+  small input (``--detr-size``, default 128), batch 2, 100 queries,
+  adjuster (64, 16) on the boxes of the 6 decoder layers.
+- ``mlp``: the regression MLP of California housing (8 -> 256 -> 64 -> 1),
+  batch 200, adjuster (128, 2), the standalone trainer's step.
+
+Time: both arms are built once in one process and timed interleaved
+(the order alternates every repeat), ``--iters`` iterations per timing,
+median per-iteration time over ``--repeats`` repeats. Memory: on CUDA the
+peak allocated bytes of an iteration; on CPU, where PyTorch keeps no such
+counter, each arm runs in a fresh subprocess and reports its peak resident
+set size over the timed iterations (after warm-up) and the part of it above
+the resident size before them. With
+``--sync-debug`` on CUDA, the GAL arm runs under
+``torch.cuda.set_sync_debug_mode('error')``, so any host-device
+synchronisation GAL adds raises.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CASES = ('resnet18', 'detr', 'mlp')
+
+
+# ---------------------------------------------------------------- the arms
+def _classifier(gal: bool, device: str, amp: bool, config: str,
+                size: int, batch: int, num_classes: int):
+    """A stock MMPretrain classifier config and its GAL twin."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    name = config.format('-gal' if gal else '')
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmpretrain', name))
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device)
+    wrapper = build_optim_wrapper(model, _with_amp(cfg.optim_wrapper, amp))
+    if gal:
+        _install_gal(model.head, wrapper, device)
+    gen = torch.Generator().manual_seed(0)
+    data = dict(
+        inputs=[
+            torch.randint(0, 256, (3, size, size), generator=gen,
+                          dtype=torch.uint8) for _ in range(batch)
+        ],
+        data_samples=[
+            DataSample().set_gt_label(i % num_classes) for i in range(batch)
+        ])
+    return lambda: model.train_step(data, wrapper)
+
+
+def _with_amp(wrapper_cfg, amp: bool):
+    """fp16 with dynamic loss scaling, GAL's own AMP for the GAL arm."""
+    if amp:
+        if wrapper_cfg.get('type', 'OptimWrapper') == 'OptimWrapper':
+            wrapper_cfg.type = 'AmpOptimWrapper'
+        wrapper_cfg.loss_scale = 'dynamic'
+    return wrapper_cfg
+
+
+def _detr(gal: bool, device: str, amp: bool, size: int = 128):
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import InstanceData
+
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'mmdet', 'detr',
+                 'detr_r50_8xb2-150e-gal_coco.py'
+                 if gal else 'detr_r50_8xb2-150e_coco.py'))
+    init_default_scope('mmdet')
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device)
+    wrapper = build_optim_wrapper(model, _with_amp(cfg.optim_wrapper, amp))
+    if gal:
+        _install_gal(model.bbox_head, wrapper, device)
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for i in range(2):
+        inputs.append(
+            torch.randint(0, 256, (3, size, size), generator=gen,
+                          dtype=torch.uint8))
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                ori_shape=(size, size),
+                pad_shape=(size, size),
+                batch_input_shape=(size, size),
+                scale_factor=(1.0, 1.0)))
+        gt = InstanceData()
+        gt.bboxes = torch.tensor([[10., 12., 60., 70.],
+                                  [40., 30., 120., 100.]])[:i + 1] * (
+                                      size / 128)
+        gt.labels = torch.tensor([3, 17])[:i + 1]
+        s.gt_instances = gt
+        samples.append(s)
+    data = dict(inputs=inputs, data_samples=samples)
+    return lambda: model.train_step(data, wrapper)
+
+
+def _install_gal(head, wrapper, device):
+    from mmgal.adapters import build_adapter
+    adapter = build_adapter(head)
+    wrapper.setup_adjuster(adapter.out_dim(), device)
+    adapter.install(wrapper.gal_forward)
+
+
+def _mlp(gal: bool, device: str, amp: bool):
+    import torch.nn.functional as F
+
+    from mmgal.core import build_adjuster, gal_step
+    from mmgal.regression import MLPRegressor
+    torch.manual_seed(0)
+    model = MLPRegressor(8, (256, 64)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    adjuster = build_adjuster('mlp', 1, (128, 2)).to(device)
+    adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=gen).to(device)
+    y = torch.randn(200, 1, generator=gen).to(device)
+
+    def step():
+        pred = model(x)
+        opt.zero_grad(set_to_none=True)
+        if gal:
+            out = gal_step(pred, lambda z: F.mse_loss(z, y), adjuster,
+                           opt.param_groups[0]['lr'], 0.1)
+            pred.backward(out.grad)
+            adj_opt.step()
+            adj_opt.zero_grad(set_to_none=True)
+        else:
+            F.mse_loss(pred, y).backward()
+        opt.step()
+
+    return step
+
+
+def build_step(case: str, gal: bool, device: str, amp: bool,
+               detr_size: int):
+    import mmgal  # noqa: F401  (registers the mm layer)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('overhead_benchmark', log_level='ERROR')
+    if case == 'resnet18':
+        return _classifier(gal, device, amp,
+                           'cifar/resnet18_8xb16-sgd{}_cifar10.py', 32, 32,
+                           10)
+    if case == 'resnet50':
+        return _classifier(gal, device, amp,
+                           'imagenet/resnet50_8xb100-rmsprop{}_in1k.py', 224,
+                           64, 1000)
+    if case == 'detr':
+        return _detr(gal, device, amp, detr_size)
+    return _mlp(gal, device, amp)
+
+
+# ----------------------------------------------------------------- timing
+def _sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def time_case(case, device, amp, iters, repeats, warmup, detr_size,
+              sync_debug=False):
+    steps = {
+        arm: build_step(case, arm == 'gal', device, amp, detr_size)
+        for arm in ('baseline', 'gal')
+    }
+    for arm, step in steps.items():
+        for _ in range(warmup):
+            step()
+    _sync(device)
+    times = {'baseline': [], 'gal': []}
+    for r in range(repeats):
+        order = ('baseline', 'gal') if r % 2 == 0 else ('gal', 'baseline')
+        for arm in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            if sync_debug and arm == 'gal':
+                torch.cuda.set_sync_debug_mode('error')
+            try:
+                for _ in range(iters):
+                    steps[arm]()
+            finally:
+                if sync_debug:
+                    torch.cuda.set_sync_debug_mode(0)
+            _sync(device)
+            times[arm].append((time.perf_counter() - t0) / iters)
+    med = {arm: statistics.median(v) for arm, v in times.items()}
+    return med, times
+
+
+def memory_case(case, device, amp, iters, warmup, detr_size):
+    """Peak memory per arm (bytes)."""
+    if device.startswith('cuda'):
+        res = {}
+        for arm in ('baseline', 'gal'):
+            step = build_step(case, arm == 'gal', device, amp, detr_size)
+            for _ in range(warmup):
+                step()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            for _ in range(iters):
+                step()
+            torch.cuda.synchronize()
+            res[arm] = dict(peak=torch.cuda.max_memory_allocated(),
+                            above_start=torch.cuda.max_memory_allocated() -
+                            base)
+        return res
+    res = {}
+    for arm in ('baseline', 'gal'):
+        out = subprocess.run(
+            [sys.executable, __file__, '--rss-child', case, arm,
+             '--iters', str(iters), '--warmup', str(warmup),
+             '--detr-size', str(detr_size)],
+            capture_output=True, text=True, check=True)
+        res[arm] = json.loads(out.stdout.strip().splitlines()[-1])
+    return res
+
+
+def _proc_status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def rss_child(case, arm, iters, warmup, detr_size):
+    """Peak RSS of this fresh process over ``iters`` iterations after
+    ``warmup`` (Linux: VmHWM, reset through /proc/self/clear_refs; not
+    ru_maxrss, which survives exec and would report the parent's peak)."""
+    step = build_step(case, arm == 'gal', 'cpu', False, detr_size)
+    for _ in range(warmup):
+        step()
+    start = _proc_status_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak-RSS high-water mark
+    for _ in range(iters):
+        step()
+    peak = _proc_status_kib('VmHWM')
+    print(json.dumps(dict(peak=peak * 1024, above_start=(peak - start) *
+                          1024)))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--case', choices=CASES + ('resnet50', 'all'),
+                   default='all')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available()
+                   else 'cpu')
+    p.add_argument('--amp', action='store_true',
+                   help='fp16 AMP with dynamic loss scaling (CUDA)')
+    p.add_argument('--iters', type=int, default=5)
+    p.add_argument('--repeats', type=int, default=11)
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--detr-size', type=int, default=128)
+    p.add_argument('--sync-debug', action='store_true')
+    p.add_argument('--no-memory', action='store_true')
+    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--out', help='write the results as JSON here')
+    p.add_argument('--rss-child', nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rss_child:
+        return rss_child(*args.rss_child, args.iters, args.warmup,
+                         args.detr_size)
+    cases = CASES if args.case == 'all' else (args.case, )
+    rows = []
+    for case in cases:
+        med, times = time_case(case, args.device, args.amp, args.iters,
+                               args.repeats, args.warmup, args.detr_size,
+                               args.sync_debug)
+        mem = None if args.no_memory else memory_case(
+            case, args.device, args.amp, args.iters, args.warmup,
+            args.detr_size)
+        rows.append(dict(case=case, median_s=med, times_s=times, memory=mem))
+        print(f'[{case}] baseline {med["baseline"] * 1e3:.2f} ms, GAL '
+              f'{med["gal"] * 1e3:.2f} ms', file=sys.stderr)
+    machine = (f'{platform.node()}: {platform.processor() or "cpu"}, '
+               f'{torch.get_num_threads()} threads, torch '
+               f'{torch.__version__}, device {args.device}'
+               + (f' ({torch.cuda.get_device_name()})'
+                  if args.device.startswith('cuda') else ''))
+    print(f'\nmachine: {machine}; amp: {args.amp}; median of '
+          f'{args.repeats} repeats x {args.iters} iterations, arms '
+          'interleaved\n')
+    print('| case | baseline ms/iter | GAL ms/iter | time ratio | '
+          'baseline peak mem | GAL peak mem | mem ratio | GAL - baseline |')
+    print('|---|---|---|---|---|---|---|---|')
+    for row in rows:
+        b, g = row['median_s']['baseline'], row['median_s']['gal']
+        if row['memory']:
+            mb, mg = row['memory']['baseline'], row['memory']['gal']
+            mem = (f'{mb["peak"] / 2**20:.1f} MiB | '
+                   f'{mg["peak"] / 2**20:.1f} MiB | '
+                   f'{mg["peak"] / mb["peak"]:.3f} | '
+                   f'{(mg["peak"] - mb["peak"]) / 2**20:+.1f} MiB')
+        else:
+            mem = '- | - | - | -'
+        print(f'| {row["case"]} | {b * 1e3:.2f} | {g * 1e3:.2f} | '
+              f'{g / b:.3f} | {mem} |')
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(dict(machine=machine, args=vars(args), rows=rows), f,
+                      indent=2)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
