@@ -1,0 +1,86 @@
+"""The benchmark and analysis scripts run and produce what they promise
+(on tiny settings; the real runs are in docs/results)."""
+import json
+import math
+import os.path as osp
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(REPO, 'benchmarks'))
+sys.path.insert(0, osp.join(REPO, 'tools'))
+
+import analyze_logs  # noqa: E402
+import overhead  # noqa: E402
+import toy3d  # noqa: E402
+
+
+def test_toy_problem_runs_both_arms_and_plots(tmp_path):
+    res = toy3d.main(['--steps', '5', '--out', str(tmp_path)])
+    for (name, start, arm), r in res.items():
+        assert len(r['path']) == 6 and math.isfinite(r['final'])
+        if arm == 'GAL':
+            assert 0 <= r['adopt_rate'] <= 1
+    assert res[('GD', 0, 'GAL')]['path'] != res[('GD', 0, 'baseline')][
+        'path']
+    for s in (0, 1):
+        assert (tmp_path / f'toy3d_paths_start{s}.png').stat().st_size > 0
+        assert (tmp_path / f'toy3d_loss_start{s}.png').stat().st_size > 0
+
+
+def test_toy_function_matches_the_paper_formula():
+    import torch
+    z = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    x, y = 0.3, -0.7
+    expected = (-math.sin(x**2) * math.cos(3 * y**2) * math.exp(-(x * y)**2)
+                - math.exp(-(x + y)**2))
+    assert float(toy3d.f(z)) == pytest.approx(expected)
+
+
+def test_overhead_benchmark_prints_a_ratio_table(capsys):
+    rows = overhead.main(['--case', 'mlp', '--iters', '1', '--repeats', '2',
+                          '--warmup', '0', '--no-memory'])
+    assert rows[0]['case'] == 'mlp'
+    assert set(rows[0]['median_s']) == {'baseline', 'gal'}
+    out = capsys.readouterr().out
+    assert '| case | baseline ms/iter | GAL ms/iter | time ratio |' in out
+    assert '| mlp |' in out
+
+
+def test_overhead_memory_child_reports_peak_rss():
+    res = overhead.memory_case('mlp', 'cpu', False, 1, 0, 128)
+    for arm in ('baseline', 'gal'):
+        assert res[arm]['peak'] > 10 * 2**20
+
+
+def write_log(path, rows):
+    path.parent.mkdir(parents=True)
+    path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+
+
+def test_analyze_logs_plots_the_paper_figures(tmp_path):
+    rows = []
+    for i in range(1, 6):
+        rows.append({'lr': 0.1, 'loss': 2.0 / i, 'gal/remainder': 1e-4 / i,
+                     'gal/cos_sim': 0.1, 'gal/adopt_rate': 0.9,
+                     'epoch': 1, 'iter': i, 'step': i})
+    rows.append({'accuracy/top1': 90.0, 'step': 1})
+    write_log(tmp_path / 'gal' / 'run' / 'vis_data' / 'scalars.json', rows)
+    base = [{k: v for k, v in r.items() if not k.startswith('gal/')}
+            for r in rows]
+    write_log(tmp_path / 'base' / 'run' / 'vis_data' / 'scalars.json', base)
+    written = analyze_logs.main([
+        str(tmp_path / 'base'), str(tmp_path / 'gal'), '--legend',
+        'baseline', 'GAL', '--out', str(tmp_path / 'out')
+    ])
+    names = sorted(osp.basename(p) for p in written)
+    assert names == ['adopt_rate.png', 'loss.png', 'remainder.png']
+    log = analyze_logs.load_log(str(tmp_path / 'gal'))
+    assert len(log['train']) == 5 and len(log['val']) == 1
+    assert analyze_logs.val_metric([log]) == 'accuracy/top1'
+
+
+def test_analyze_logs_missing_log_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no scalars.json under'):
+        analyze_logs.main([str(tmp_path)])
