@@ -356,8 +356,13 @@ class GALOptimWrapper(OptimWrapper):
         self._step_adjuster()
 
     def _step_adjuster(self) -> None:
-        if self.enabled and self.adjuster is not None and \
-                self._gal_micro_steps == 0 and not self._warned_idle:
+        """Average the adjuster's gradients over the GAL steps since the last
+        update (micro-batches and, under DDP, ranks), then step it."""
+        if self.adjuster_optimizer is None:
+            return
+        distributed = get_world_size() > 1
+        if self.enabled and self._gal_micro_steps == 0 and \
+                not self._warned_idle:
             self._warned_idle = True
             print_log(
                 'GALOptimWrapper: the model was updated but GAL ran no step '
@@ -365,25 +370,26 @@ class GALOptimWrapper(OptimWrapper):
                 "head's loss. Check GALHook's head and adapter.",
                 logger='current',
                 level=logging.WARNING)
-        if self.adjuster_optimizer is None or self._gal_micro_steps == 0:
+        if self._gal_micro_steps == 0 and not distributed:
             return
         params = [
             p for g in self.adjuster_optimizer.param_groups
             for p in g['params']
         ]
         grads = [p.grad for p in params]
-        scale = 1.0 / self._gal_micro_steps
-        world_size = get_world_size()
-        if world_size > 1:
-            flat = torch._utils._flatten_dense_tensors(grads)
+        if distributed:
+            # One collective: the gradient sums and the step count of every
+            # rank; each rank then holds the same average.
+            count = grads[0].new_tensor([float(self._gal_micro_steps)])
+            flat = torch._utils._flatten_dense_tensors(grads + [count])
             torch_dist.all_reduce(flat)
-            flat.mul_(scale / world_size)
+            flat = flat[:-1] / flat[-1:].clamp_min(1.0)
             for g, synced in zip(
                     grads,
                     torch._utils._unflatten_dense_tensors(flat, grads)):
                 g.copy_(synced)
-        elif scale != 1.0:
-            torch._foreach_mul_(grads, scale)
+        elif self._gal_micro_steps > 1:
+            torch._foreach_mul_(grads, 1.0 / self._gal_micro_steps)
         lr = self.adjuster_lr_ratio * self.base_lr()
         for group in self.adjuster_optimizer.param_groups:
             group['lr'] = lr
