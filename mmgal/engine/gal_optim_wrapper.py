@@ -108,6 +108,8 @@ class GALOptimWrapper(OptimWrapper):
             :class:`AmpOptimWrapper`; setting it switches AMP on.
         dtype (str | torch.dtype, optional): Autocast dtype
             (``'float16'``, ``'bfloat16'``); setting it switches AMP on.
+        use_fsdp (bool): Accepted for config compatibility with
+            :class:`AmpOptimWrapper`; only False is supported.
         **kwargs: ``accumulative_counts`` and ``clip_grad`` of
             :class:`OptimWrapper`.
     """
@@ -129,7 +131,12 @@ class GALOptimWrapper(OptimWrapper):
                  seed: int = 0,
                  loss_scale: Union[None, float, str, dict] = None,
                  dtype: Union[None, str, torch.dtype] = None,
+                 use_fsdp: bool = False,
                  **kwargs):
+        if use_fsdp:
+            raise ValueError('use_fsdp=True is not supported by '
+                             'GALOptimWrapper (FSDP shards the head whose '
+                             'output GAL adjusts); use DDP')
         super().__init__(optimizer=optimizer, **kwargs)
         check_gal_args(sigma, gamma, policy, remainder)
         if adjuster not in ADJUSTER_KINDS:
@@ -228,10 +235,6 @@ class GALOptimWrapper(OptimWrapper):
             yield
 
     # ------------------------------------------------------------------ GAL
-    @property
-    def gal_active(self) -> bool:
-        return self.enabled and self.adjuster is not None
-
     def base_lr(self) -> float:
         """The model's current base lr (what param schedulers set)."""
         if self.tentative_lr is not None:
@@ -244,19 +247,22 @@ class GALOptimWrapper(OptimWrapper):
                        device: Union[str, torch.device] = 'cpu') -> nn.Module:
         """Build the adjuster for outputs of size ``dim`` and its optimizer.
 
-        Called by :class:`GALHook` once the head is known. The initial
+        Called by :class:`GALHook` once the head is known (again on a
+        later run of the same runner: the trained adjuster is kept). The
+        initial
         weights come from a private generator seeded with ``seed`` and are
         broadcast from rank 0, so every rank starts from the same adjuster
         and the global random stream is not consumed.
         """
+        if self.adjuster is not None:
+            if self.adjuster.dim != dim:
+                raise ValueError(f'the adjuster was already built for dim '
+                                 f'{self.adjuster.dim}, now asked for {dim}')
+            return self.adjuster  # a later run of the same runner
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             adjuster = build_adjuster(self.adjuster_kind, dim, self.arch)
-        adjuster.to(device)
-        if self.adjuster is not None and self.adjuster.dim != dim:
-            raise ValueError(f'the adjuster was already built for dim '
-                             f'{self.adjuster.dim}, now asked for {dim}')
-        self.adjuster = adjuster
+        self.adjuster = adjuster.to(device)
         params = list(adjuster.parameters())
         for p in params:
             if is_distributed():

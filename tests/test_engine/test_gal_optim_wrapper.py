@@ -251,6 +251,7 @@ def test_stats_average_over_the_interval_with_one_sync():
     (dict(dtype='float8'), r"dtype must be one of \('float16', 'bfloat16'"),
     (dict(loss_scale='static'), "loss_scale must be 'dynamic', a number or "
      'a dict'),
+    (dict(use_fsdp=True), 'use_fsdp=True is not supported'),
 ])
 def test_bad_settings_raise_naming_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -290,3 +291,18 @@ def test_fp16_loss_scaling_unscales_before_the_step():
     again.setup_adjuster(4)
     again.load_state_dict(state)
     assert again.loss_scaler.get_scale() == 1024.
+
+
+def test_setup_again_keeps_the_trained_adjuster():
+    model, wrapper = make(arch=(8, ), sigma=0.2)
+    first = wrapper.setup_adjuster(4)
+    x, y = batch(0)
+    wrapper.update_params(
+        wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+    trained = [p.detach().clone() for p in first.parameters()]
+    assert wrapper.setup_adjuster(4) is first
+    for p, q in zip(first.parameters(), trained):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match='already built for dim 4, now '
+                       'asked for 5'):
+        wrapper.setup_adjuster(5)
