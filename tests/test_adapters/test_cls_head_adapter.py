@@ -1,5 +1,6 @@
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from mmpretrain.utils import register_all_modules
@@ -10,6 +11,14 @@ from mmgal.adapters import (GAL_ADAPTERS, BaseGALAdapter, ClsHeadAdapter,
 from mmgal.core import gal_step
 
 register_all_modules()
+
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build from the mmpretrain registries whatever scope another test
+    module left as the default."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
 
 HEADS = [
     dict(type='LinearClsHead', num_classes=5, in_channels=8),

@@ -5,6 +5,7 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 import mmgal  # noqa: F401
@@ -16,6 +17,14 @@ register_all_modules()
 DETR_CFG = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
     'mmdet', 'detr', 'detr_r50_8xb2-150e_coco.py')
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """Build from the mmdet registries whatever scope another test
+    module left as the default."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 
 
 class Recorder:
