@@ -78,13 +78,27 @@ def test_gal_changes_training(digits_root, tmp_path):
     assert not torch.equal(model_params(base)[w], model_params(gal)[w])
 
 
-def test_resume_continues_bit_identically(digits_root, tmp_path):
-    full = train(digits_cfg(digits_root, str(tmp_path / 'full'), epochs=2,
-                            sigma=0.1))
-    train(digits_cfg(digits_root, str(tmp_path / 'part'), epochs=1,
-                     sigma=0.1))
-    cfg = digits_cfg(digits_root, str(tmp_path / 'resumed'), epochs=2,
-                     sigma=0.1)
+OPTIMIZERS = {
+    'SGD': None,
+    'Lookahead': dict(type='Lookahead', base_optimizer='SGD', lr=0.05,
+                      momentum=0.9, k=3, alpha=0.8),
+    'AdaBound': dict(type='AdaBound', lr=1e-3, final_lr=0.1),
+}
+
+
+@pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
+def test_resume_continues_bit_identically(digits_root, tmp_path, optimizer):
+
+    def cfg_for(name, epochs):
+        cfg = digits_cfg(digits_root, str(tmp_path / name), epochs=epochs,
+                         sigma=0.1)
+        if OPTIMIZERS[optimizer] is not None:
+            cfg.optim_wrapper.optimizer = OPTIMIZERS[optimizer]
+        return cfg
+
+    full = train(cfg_for('full', 2))
+    train(cfg_for('part', 1))
+    cfg = cfg_for('resumed', 2)
     cfg.resume = True
     cfg.load_from = str(tmp_path / 'part' / 'epoch_1.pth')
     resumed = train(cfg)
