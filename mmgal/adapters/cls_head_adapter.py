@@ -19,6 +19,11 @@ class ClsHeadAdapter(BaseGALAdapter):
     several times (``ConformerHead``, once per branch) get one GAL step per
     call, all with the same adjuster.
 
+    Examples:
+        >>> # Picked by the head's class; MMPretrain's ImageClassifier keeps
+        >>> # its head at `head`, GALHook's default.
+        >>> custom_hooks = [dict(type='GALHook')]
+
     Args:
         head (nn.Module): The classification head.
     """

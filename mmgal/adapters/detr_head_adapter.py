@@ -29,6 +29,15 @@ class DETRHeadAdapter(BaseGALAdapter):
     DINO's denoising queries (``loss_dn``) have fixed targets and are left
     as they are.
 
+    Examples:
+        >>> # Over a stock DETR config (the head is the detector's
+        >>> # `bbox_head`; this adapter is picked by its class).
+        >>> custom_imports = dict(imports=['mmgal'],
+        >>>                       allow_failed_imports=False)
+        >>> optim_wrapper = dict(type='GALOptimWrapper', sigma=0.01,
+        >>>                      gamma=1.0, arch=(64, 16))
+        >>> custom_hooks = [dict(type='GALHook', head='bbox_head')]
+
     Args:
         head (nn.Module): ``DETRHead``, ``ConditionalDETRHead``,
             ``DABDETRHead``, ``DeformableDETRHead`` or ``DINOHead``.

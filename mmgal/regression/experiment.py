@@ -65,7 +65,20 @@ PAPER_TABLE_V = {
 
 @dataclass
 class Protocol:
-    """How one comparison is run (see the module docstring)."""
+    """How one baseline-vs-GAL comparison is run (see the module docstring).
+
+    Args:
+        name (str): ``'paper'`` or ``'tuned'``.
+        test_size (float): Test share of each run's random split.
+        val_size (float): Validation share of the training part (0: none;
+            else the best-validation epoch is kept).
+        standardize (bool): Standardise inputs and targets with training
+            statistics.
+        epochs, batch_size, lr: Adam training settings.
+        sigma, gamma: GAL's settings when not tuned.
+        lr_grid, sigma_grid: Values tried on the first run's validation
+            split (empty: no tuning).
+    """
     name: str
     test_size: float = 0.25
     val_size: float = 0.0

@@ -63,6 +63,8 @@ class GALSettings:
 
 @dataclass
 class TrainResult:
+    """What :func:`fit_regressor` returns: the trained model, the epoch
+    whose weights it holds and per-epoch history."""
     model: nn.Module
     best_epoch: int
     history: Dict[str, list] = field(default_factory=dict)
