@@ -8,8 +8,8 @@ remainder R = l' - l + gamma * lr * <g~, g>, accumulates d|R|/dphi into the
 adjuster's ``.grad`` and picks g~ or g by the update policy (Algorithm 1,
 lines 7-10).
 
-Everything is tensor maths: no ``.item()``, no Python branch on a tensor
-value, so the step adds no host-device synchronisation.
+Everything is tensor maths: no host copies of tensor values and no Python
+branch on a tensor value, so the step adds no host-device synchronisation.
 """
 import math
 from typing import Callable, NamedTuple, Union
