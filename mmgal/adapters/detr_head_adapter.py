@@ -74,12 +74,12 @@ class DETRHeadAdapter(BaseGALAdapter):
                 avg = torch.clamp(
                     reduce_mean(bbox_targets.new_tensor([float(num_pos)])),
                     min=1)
+            # (w, h, w, h) per query of each image, as the head scales
+            # the boxes for its GIoU loss.
+            queries = len(bbox_targets) // len(batch_img_metas)
             factors = torch.cat([
-                bbox_targets.new_tensor([w, h, w, h]).expand(n, 4)
-                for (h, w), n in zip(
-                    (m['img_shape'] for m in batch_img_metas),
-                    (len(bbox_targets) // len(batch_img_metas), ) *
-                    len(batch_img_metas))
+                bbox_targets.new_tensor([w, h, w, h]).expand(queries, 4)
+                for h, w in (m['img_shape'] for m in batch_img_metas)
             ])
             gt_xyxy = bbox_cxcywh_to_xyxy(bbox_targets) * factors
 
