@@ -1,4 +1,5 @@
-from typing import Callable, Optional, Tuple, Type, Union
+from typing import (Callable, List, Optional, Sequence, Tuple, Type,
+                    Union)
 
 from mmengine.registry import Registry
 from torch import Tensor, nn
@@ -58,6 +59,48 @@ def supported_heads() -> Tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def adapter_class_for(
+    head: nn.Module,
+    candidates: Optional[Sequence[Type[BaseGALAdapter]]] = None
+) -> Optional[Type[BaseGALAdapter]]:
+    """The adapter class (among ``candidates``, default: every registered
+    one) that supports ``head``'s class, most specific match first (the
+    head's MRO is walked), or None."""
+    if candidates is None:
+        GAL_ADAPTERS.import_from_location()
+        candidates = list(GAL_ADAPTERS.module_dict.values())
+    for klass in type(head).__mro__:
+        for candidate in candidates:
+            if candidate.supports_class(klass, head):
+                return candidate
+    return None
+
+
+def find_supported_heads(
+    model: nn.Module,
+    adapter: Optional[Union[str, dict, Type]] = None
+) -> List[Tuple[str, nn.Module]]:
+    """``(dotted path, module)`` of every submodule of ``model`` that a
+    registered adapter (or only ``adapter``, when given) supports,
+    outermost first; a supported module inside another is not listed (the
+    outer head owns its loss)."""
+    candidates = None
+    if adapter is not None:
+        name = adapter.get('type') if isinstance(adapter, dict) else adapter
+        klass = GAL_ADAPTERS.get(name) if isinstance(name, str) else name
+        if klass is None:
+            raise KeyError(f'{name!r} is not in the GAL_ADAPTERS registry; '
+                           f'registered: {sorted(GAL_ADAPTERS.module_dict)}')
+        candidates = [klass]
+    found: List[Tuple[str, nn.Module]] = []
+    for path, module in model.named_modules():
+        if any(path.startswith(p + '.') for p, _ in found):
+            continue
+        if adapter_class_for(module, candidates) is not None:
+            found.append((path, module))
+    return found
+
+
 def build_adapter(head: nn.Module,
                   adapter: Optional[Union[str, dict, Type]] = None
                   ) -> BaseGALAdapter:
@@ -69,11 +112,9 @@ def build_adapter(head: nn.Module,
             adapter)
         cfg['head'] = head
         return GAL_ADAPTERS.build(cfg)
-    # Most specific match first: walk the head's MRO.
-    for klass in type(head).__mro__:
-        for candidate in GAL_ADAPTERS.module_dict.values():
-            if candidate.supports_class(klass, head):
-                return candidate(head)
+    candidate = adapter_class_for(head)
+    if candidate is not None:
+        return candidate(head)
     raise ValueError(
         f'GALHook: no GAL adapter supports the head '
         f'{type(head).__name__}; supported heads: '

@@ -36,7 +36,7 @@ class DETRHeadAdapter(BaseGALAdapter):
         >>>                       allow_failed_imports=False)
         >>> optim_wrapper = dict(type='GALOptimWrapper', sigma=0.01,
         >>>                      gamma=1.0, arch=(64, 16))
-        >>> custom_hooks = [dict(type='GALHook', head='bbox_head')]
+        >>> custom_hooks = [dict(type='GALHook')]
 
     Args:
         head (nn.Module): ``DETRHead``, ``ConditionalDETRHead``,

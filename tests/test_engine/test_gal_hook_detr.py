@@ -18,7 +18,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DETR_DIR = osp.join(REPO, 'configs', 'mmdet', 'detr')
 GAL_LINES = dict(
     custom_imports=dict(imports=['mmgal'], allow_failed_imports=False),
-    custom_hooks=[dict(type='GALHook', head='bbox_head')])
+    custom_hooks=[dict(type='GALHook')])
 GAL_KEYS = ('gal/remainder', 'gal/adopt_rate', 'gal/cos_sim',
             'gal/nonfinite')
 

@@ -7,4 +7,4 @@ _base_ = './detr_r101_8xb2-150e_coco.py'
 custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
 optim_wrapper = dict(
     type='GALOptimWrapper', sigma=0.01, gamma=1.0, arch=(64, 16))
-custom_hooks = [dict(type='GALHook', head='bbox_head')]
+custom_hooks = [dict(type='GALHook')]
