@@ -8,7 +8,9 @@ The same interface as MMPretrain's and MMDetection's tools/train.py:
 
 Differences from the stock scripts: ``import mmgal`` registers GAL for any
 config, and ``--amp`` on a GAL config switches on GALOptimWrapper's own AMP
-instead of replacing the wrapper type (which would silently drop GAL).
+instead of replacing the wrapper type (which would silently drop GAL), and
+``--launcher pytorch`` (tools/dist_train.sh) also runs on CPU-only machines,
+with the gloo backend.
 """
 import argparse
 import os
@@ -23,7 +25,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmgal  # noqa: E402,F401
-from mmgal.utils import enable_amp  # noqa: E402
+from mmgal.utils import enable_amp, prepare_cpu_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -109,6 +111,7 @@ def merge_args(cfg: Config, args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    prepare_cpu_distributed(cfg)  # gloo where there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
         RUNNERS.build(cfg)
     runner.train()

@@ -6,10 +6,24 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS
 
-from mmgal.adapters import BaseGALAdapter, build_adapter
+from mmgal.adapters import (BaseGALAdapter, build_adapter,
+                            find_supported_heads, supported_heads)
 from .gal_optim_wrapper import GALOptimWrapper
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
+GAL_SCALAR_PREFIX = 'train/gal/'
+
+
+def drop_gal_scalars(checkpoint: dict) -> None:
+    """Remove logged GAL scalars from a checkpoint's MessageHub state."""
+    hub = checkpoint.get('message_hub')
+    if not isinstance(hub, dict):
+        return
+    for part in ('log_scalars', 'resumed_keys'):
+        table = hub.get(part)
+        if isinstance(table, dict):
+            for key in [k for k in table if k.startswith(GAL_SCALAR_PREFIX)]:
+                del table[key]
 
 
 @HOOKS.register_module()
@@ -27,14 +41,18 @@ class GALHook(Hook):
     visualizer backend. Statistics stay on the device between intervals.
 
     Examples:
+        >>> # Any supported model (classifier or DETR-family detector):
+        >>> # the hook finds the head by its class.
         >>> custom_hooks = [dict(type='GALHook')]
-        >>> # A head somewhere else, or a head your own adapter handles:
+        >>> # One of several heads, or a head your own adapter handles:
         >>> custom_hooks = [dict(type='GALHook', head='bbox_head',
         >>>                      adapter='MyHeadAdapter')]
 
     Args:
-        head (str): Dotted path of the head in the (unwrapped) model.
-            Defaults to ``'head'`` (MMPretrain's ``ImageClassifier``).
+        head (str, optional): Dotted path of the head in the (unwrapped)
+            model. Defaults to None: the one submodule whose class a
+            registered adapter (or ``adapter``, when given) supports; two
+            or more such submodules are an error that lists their paths.
         adapter (str | dict, optional): Adapter type in
             ``mmgal.adapters.GAL_ADAPTERS``. Defaults to None: chosen by
             the head's class.
@@ -47,13 +65,14 @@ class GALHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self,
-                 head: str = 'head',
+                 head: Optional[str] = None,
                  adapter: Optional[Union[str, dict]] = None,
                  dim: Optional[int] = None,
                  interval: Optional[int] = None):
-        if not isinstance(head, str) or not head:
-            raise ValueError('GALHook: head must be a dotted attribute path '
-                             f"such as 'head' or 'bbox_head', got {head!r}")
+        if head is not None and (not isinstance(head, str) or not head):
+            raise ValueError('GALHook: head must be None (found by its '
+                             'class) or a dotted attribute path such as '
+                             f"'head' or 'bbox_head', got {head!r}")
         if adapter is not None and not isinstance(adapter, (str, dict)):
             raise ValueError('GALHook: adapter must be None, a registered '
                              f'adapter name or a config dict, got '
@@ -72,6 +91,20 @@ class GALHook(Hook):
         self._wrapper: Optional[GALOptimWrapper] = None
 
     def _find_head(self, model):
+        if self.head is None:
+            found = find_supported_heads(model, self.adapter_cfg)
+            if len(found) == 1:
+                return found[0][1]
+            if not found:
+                raise ValueError(
+                    f'GALHook: no submodule of {type(model).__name__} is a '
+                    f"head that a GAL adapter supports (supported: "
+                    f"{', '.join(supported_heads())}); set GALHook(head="
+                    "'...') and, for your own head, adapter='...'")
+            raise ValueError(
+                f'GALHook: {type(model).__name__} has {len(found)} heads a '
+                f"GAL adapter supports: {', '.join(p for p, _ in found)}; "
+                "choose one with GALHook(head='...')")
         obj = model
         for part in self.head.split('.'):
             if not hasattr(obj, part):
@@ -128,8 +161,15 @@ class GALHook(Hook):
         # The same condition as LoggerHook, which runs after this hook.
         if self.every_n_inner_iters(batch_idx, self.interval) or \
                 self.end_of_epoch(runner.train_dataloader, batch_idx):
+            # resumed=False: GAL scalars are never saved in a checkpoint,
+            # so a run that resumes one logs only what its own steps give.
             for key, value in self._wrapper.pop_gal_stats().items():
-                runner.message_hub.update_scalar(f'train/gal/{key}', value)
+                runner.message_hub.update_scalar(
+                    f'{GAL_SCALAR_PREFIX}{key}', value, resumed=False)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Checkpoints written before GAL scalars were kept out of them.
+        drop_gal_scalars(checkpoint)
 
     def after_run(self, runner) -> None:
         if self.adapter is not None:

@@ -16,6 +16,9 @@ from mmgal.core import (ADJUSTER_KINDS, build_adjuster, check_arch,
                         check_gal_args, gal_step)
 
 GAL_STATE_KEY = 'gal'
+# What GALHook logs as gal/<key>, in the order of the stats vector.
+STAT_KEYS = ('remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
+             'tentative_gain')
 
 
 class _InjectGrad(torch.autograd.Function):
@@ -174,8 +177,7 @@ class GALOptimWrapper(OptimWrapper):
         self._pending_gal_state: Optional[dict] = None
         self._gal_micro_steps = 0
         self._warned_idle = False
-        self._stats: Optional[Dict[str, Tensor]] = None
-        self._stats_count = 0
+        self._stats: Optional[Tensor] = None
         self._init_amp(loss_scale, dtype)
 
     # ------------------------------------------------------------------ AMP
@@ -319,33 +321,45 @@ class GALOptimWrapper(OptimWrapper):
         return _InjectGrad.apply(z, out.loss, out.grad)
 
     def _record(self, out) -> None:
-        values = dict(
-            remainder=out.remainder.abs(),
-            adopt_rate=out.adopted,
-            cos_sim=out.cos_sim,
-            nonfinite=out.nonfinite,
-            tentative_gain=out.loss - out.tentative_loss)
-        values = {k: v.detach().float() for k, v in values.items()}
-        # Non-finite steps do not pollute the averages of the others.
+        # One vector per step, summed on the device: (|R|, adopted, cos,
+        # nonfinite, l - l', 1). Non-finite steps add 0 to the averages of
+        # |R|, cos and l - l' (their count is the finite steps).
         finite = ~out.nonfinite
-        for k in ('remainder', 'cos_sim', 'tentative_gain'):
-            values[k] = torch.where(finite, values[k], 0.)
+        zero = out.remainder.new_zeros(())
+        vec = torch.stack([
+            torch.where(finite, out.remainder.abs(), zero).float(),
+            out.adopted.float(),
+            torch.where(finite, out.cos_sim, zero).float(),
+            out.nonfinite.float(),
+            torch.where(finite, out.loss - out.tentative_loss, zero).float(),
+            torch.ones((), dtype=torch.float32, device=zero.device)
+        ])
         if self._stats is None:
-            self._stats = values
+            self._stats = vec
         else:
-            for k, v in values.items():
-                self._stats[k] += v
-        self._stats_count += 1
+            self._stats += vec
 
     def pop_gal_stats(self) -> Dict[str, float]:
-        """Averages since the last call, as floats (one host sync), for
-        logging; empty when GAL ran no step."""
-        if self._stats is None:
+        """Averages over the GAL steps since the last call, as floats, for
+        logging (one host sync); under DDP over every rank's steps (one
+        all-reduce, which every rank must call). Empty when GAL ran no
+        step."""
+        stats, self._stats = self._stats, None
+        if get_world_size() > 1 and self.adjuster is not None:
+            if stats is None:
+                # This rank ran no GAL step; it still joins the collective.
+                param = next(self.adjuster.parameters(), None)
+                stats = torch.zeros(
+                    len(STAT_KEYS) + 1,
+                    device=param.device if param is not None else 'cpu')
+            torch_dist.all_reduce(stats)
+        if stats is None:
             return {}
-        stats, count = self._stats, self._stats_count
-        self._stats, self._stats_count = None, 0
-        vals = torch.stack([stats[k] for k in stats]).cpu().tolist()
-        res = dict(zip(stats, vals))
+        vals = stats.cpu().tolist()
+        count = vals[-1]
+        if count == 0:
+            return {}
+        res = dict(zip(STAT_KEYS, vals[:-1]))
         n_finite = count - res['nonfinite']
         for k in ('remainder', 'cos_sim', 'tentative_gain'):
             res[k] = res[k] / n_finite if n_finite > 0 else float('nan')

@@ -199,7 +199,8 @@ def test_dim_mismatch_is_a_clear_error(digits_root, tmp_path):
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(head=''), 'head must be a dotted attribute path'),
+    (dict(head=''), 'head must be None \(found by its class\) or a dotted '
+     'attribute path'),
     (dict(adapter=3), 'adapter must be None, a registered adapter name'),
     (dict(dim=0), 'dim must be None or a positive int, got 0'),
     (dict(interval=-2), 'interval must be None or a positive int'),
@@ -208,3 +209,33 @@ def test_hook_settings_are_checked_in_init(kwargs, match):
     from mmgal.engine import GALHook
     with pytest.raises(ValueError, match=match):
         GALHook(**kwargs)
+
+
+@pytest.mark.parametrize('resume_in', ['baseline', 'disabled'])
+def test_a_run_without_gal_steps_logs_no_gal_scalars_after_resume(
+        digits_root, tmp_path, resume_in):
+    train(digits_cfg(digits_root, str(tmp_path / 'gal'), sigma=0.1))
+    ckpt = torch.load(str(tmp_path / 'gal' / 'epoch_1.pth'))
+    assert not any(k.startswith('train/gal/')
+                   for k in ckpt['message_hub']['log_scalars'])
+    # A checkpoint from before GAL scalars were kept out of checkpoints.
+    hub = ckpt['message_hub']
+    hub['log_scalars']['train/gal/adopt_rate'] = \
+        hub['log_scalars']['train/lr']
+    hub['resumed_keys']['train/gal/adopt_rate'] = True
+    old = str(tmp_path / 'old.pth')
+    torch.save(ckpt, old)
+    for name, path in (('new', str(tmp_path / 'gal' / 'epoch_1.pth')),
+                       ('old', old)):
+        if resume_in == 'baseline' and name == 'old':
+            continue  # no GALHook to clean it: only new checkpoints
+        work_dir = str(tmp_path / f'{resume_in}_{name}')
+        if resume_in == 'baseline':
+            cfg = digits_cfg(digits_root, work_dir, gal=False, epochs=2)
+        else:
+            cfg = digits_cfg(digits_root, work_dir, epochs=2, enabled=False)
+        cfg.resume, cfg.load_from = True, path
+        train(cfg)
+        rows = [r for r in read_scalars(work_dir) if 'loss' in r]
+        assert rows
+        assert not any(k.startswith('gal/') for r in rows for k in r), name
