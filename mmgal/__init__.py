@@ -20,4 +20,12 @@ except ModuleNotFoundError as err:
     if err.name != 'mmengine':
         raise
 else:
-    from . import adapters, engine, optimizers, utils  # noqa: F401
+    try:
+        from . import adapters, engine, optimizers, utils  # noqa: F401
+    except Exception as err:
+        from ._compat import transformers_conflict
+        reason = transformers_conflict()
+        if reason is None:
+            raise
+        raise ImportError(f'import mmgal failed ({type(err).__name__}: '
+                          f'{err}). {reason}') from err

@@ -3,6 +3,11 @@ import os.path as osp
 
 import pytest
 
+# Runner tests use randomness=dict(deterministic=True), which makes torch
+# refuse cuBLAS's non-deterministic reductions unless this is set before
+# CUDA starts (no effect on the CPU).
+os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 

@@ -3,6 +3,7 @@ import copy
 import glob
 import json
 import os.path as osp
+import uuid
 
 from mmengine.config import Config
 
@@ -44,11 +45,33 @@ def digits_cfg(data_root: str,
     cfg.default_hooks.logger.interval = 2
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.log_level = 'WARNING'
+    # What the README promises bit-exact results for: a deterministic
+    # pipeline and, on GPUs, deterministic kernels.
+    cfg.randomness = dict(seed=0, deterministic=True)
+    cfg.experiment_name = unique_name(work_dir)
     if gal:
         cfg.optim_wrapper.update(gal_kwargs)
     elif gal_kwargs:
         raise ValueError('GAL settings given for a baseline config')
     return cfg
+
+
+def unique_name(work_dir: str) -> str:
+    """An experiment name no other run in this process has: mmengine names
+    its logger and visualizer instances by it (default: config name +
+    timestamp), and two runs started within one second would share them,
+    writing the second run's scalars into the first run's folder."""
+    return f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}'
+
+
+def cuda_ops_missing() -> bool:
+    """True where the model would run on CUDA but mmcv was built without
+    its CUDA ops (Deformable DETR, DINO and focal loss need them)."""
+    import torch
+    if not torch.cuda.is_available():
+        return False
+    from mmcv.ops import get_compiling_cuda_version
+    return get_compiling_cuda_version() == 'not available'
 
 
 def read_scalars(work_dir: str) -> list:
@@ -111,6 +134,7 @@ def shrink_detector(cfg: Config, data_root: str, ann_file: str,
                          val_interval=1)
     cfg.param_scheduler = []
     cfg.work_dir = work_dir
+    cfg.experiment_name = unique_name(work_dir)
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.log_level = 'WARNING'

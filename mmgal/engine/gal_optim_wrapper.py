@@ -233,7 +233,12 @@ class GALOptimWrapper(OptimWrapper):
                 yield
             return
         from mmengine.runner.amp import autocast
-        with super().optim_context(model), autocast(dtype=self.cast_dtype):
+        # Autocast on the device the model lives on (AmpOptimWrapper picks
+        # CUDA whenever it is available, even for a model on the CPU).
+        param = next(model.parameters(), None)
+        device_type = param.device.type if param is not None else None
+        with super().optim_context(model), autocast(
+                device_type=device_type, dtype=self.cast_dtype):
             yield
 
     # ------------------------------------------------------------------ GAL

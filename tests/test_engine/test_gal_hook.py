@@ -35,7 +35,7 @@ def test_gal_trains_logs_and_cleans_up(digits_root, tmp_path):
     init = type(wrapper)(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))],
                                          lr=0.1), arch=wrapper.arch)
     init.setup_adjuster(10)
-    assert any(not torch.equal(p, q) for p, q in zip(
+    assert any(not torch.equal(p.cpu(), q) for p, q in zip(
         wrapper.adjuster.parameters(), init.adjuster.parameters()))
     scalars = read_scalars(str(tmp_path))
     train_rows = [r for r in scalars if 'loss' in r]
@@ -128,7 +128,7 @@ def test_gal_checkpoint_loads_in_the_plain_config_without_mmgal(
     ckpt = str(tmp_path / 'epoch_1.pth')
     x = torch.rand(2, 3, 16, 16) * 255
     torch.save(x, str(tmp_path / 'x.pt'))
-    runner.model.eval()
+    runner.model.cpu().eval()  # compared with a CPU model below
     with torch.no_grad():
         expected = runner.model(runner.model.data_preprocessor(
             dict(inputs=list(x)))['inputs'], mode='tensor')

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import torch
-from mm_helpers import read_scalars, shrink_detector, stock_config
+from mm_helpers import (cuda_ops_missing, read_scalars, shrink_detector,
+                        stock_config)
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -27,7 +28,7 @@ def adjuster_moved(wrapper):
     fresh = type(wrapper)(torch.optim.SGD([torch.nn.Parameter(
         torch.ones(1))], lr=0.1), arch=wrapper.arch)
     fresh.setup_adjuster(4)
-    return any(not torch.equal(p, q) for p, q in zip(
+    return any(not torch.equal(p.cpu(), q) for p, q in zip(
         wrapper.adjuster.parameters(), fresh.adjuster.parameters()))
 
 
@@ -92,7 +93,7 @@ assert 'mmgal' not in sys.modules, 'mmgal was imported'
     plain = torch.load(str(tmp_path / 'plain.pth'))
     assert plain.keys() == state.keys()
     for k in plain:
-        assert torch.equal(plain[k], state[k]), k
+        assert torch.equal(plain[k], state[k].cpu()), k
 
 
 @pytest.mark.slow
@@ -106,6 +107,9 @@ assert 'mmgal' not in sys.modules, 'mmgal was imported'
 ])
 def test_one_gal_iteration_for_each_supported_head(tiny_coco, tmp_path,
                                                    name, head):
+    if head in ('DeformableDETRHead', 'DINOHead') and cuda_ops_missing():
+        pytest.skip(f'{head} needs mmcv CUDA ops (multi-scale deformable '
+                    'attention, focal loss); the installed mmcv has none')
     root, ann = tiny_coco
     cfg = shrink_detector(stock_config(name), root, ann, str(tmp_path),
                           n_train=2)

@@ -306,3 +306,26 @@ def test_setup_again_keeps_the_trained_adjuster():
     with pytest.raises(ValueError, match='already built for dim 4, now '
                        'asked for 5'):
         wrapper.setup_adjuster(5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='needs a CUDA device (fp16 autocast with '
+                    'GradScaler)')
+def test_cuda_fp16_amp_with_grad_scaler_trains_and_keeps_gal_in_fp32():
+    model, wrapper = make(arch=(8, ), sigma=0.1, loss_scale='dynamic')
+    model.cuda()
+    wrapper.setup_adjuster(4, 'cuda')
+    assert wrapper.loss_scaler is not None
+    w0 = model.weight.detach().clone()
+    for seed in range(3):
+        x, y = (t.cuda() for t in batch(seed))
+        with wrapper.optim_context(model):
+            z = model(x)
+            assert z.dtype == torch.float16
+            loss = wrapper.gal_forward(z, lambda t: F.cross_entropy(t, y))
+        assert loss.dtype == torch.float32
+        wrapper.update_params(loss)
+    assert torch.isfinite(model.weight).all()
+    assert not torch.equal(model.weight, w0)
+    stats = wrapper.pop_gal_stats()
+    assert stats['nonfinite'] == 0 and 0 <= stats['adopt_rate'] <= 1
