@@ -15,6 +15,8 @@ from typing import Dict
 
 import numpy as np
 
+from .generated import clear_generated
+
 _DONE = 'mmgal_digits.json'
 
 
@@ -23,6 +25,11 @@ def make_digits_images(root: str,
                        seed: int = 0,
                        upscale: int = 1) -> Dict[str, int]:
     """Write the 1,797 8x8 digits as PNGs under ``root`` (idempotent).
+
+    ``root`` then holds exactly the split it reports: a split written
+    earlier with other settings is removed first (with a warning), and a
+    ``train``/``val`` folder holding files this function did not write is
+    an error rather than mixed in.
 
     Args:
         root (str): Output folder.
@@ -45,6 +52,11 @@ def make_digits_images(root: str,
             info = json.load(f)
         if info.get('settings') == settings:
             return info['counts']
+        os.remove(done)  # an interrupted rewrite must not look finished
+    # Another split (or an interrupted write) was there: remove it, so no
+    # image stays in both splits.
+    clear_generated(root, ('train', 'val'), r'\d+/\d{4}\.png',
+                    'make_digits_images')
     images, labels = load_digits(return_X_y=True)
     images = (images.reshape(-1, 8, 8) * (255.0 / 16.0)).round().astype(
         np.uint8)

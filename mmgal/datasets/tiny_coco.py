@@ -14,6 +14,8 @@ from typing import Tuple
 
 import numpy as np
 
+from .generated import clear_generated
+
 CLASSES = ('red', 'blue')
 _COLOURS = ((220, 30, 30), (30, 30, 220))
 
@@ -25,6 +27,9 @@ def make_tiny_coco(root: str,
                    seed: int = 0) -> str:
     """Write the set under ``root`` and return the annotation file's path.
 
+    A set written there before is replaced whole (with a warning); an
+    ``images`` folder holding other files is an error.
+
     Args:
         root (str): Output folder.
         num_images (int): Number of images.
@@ -35,6 +40,8 @@ def make_tiny_coco(root: str,
     from PIL import Image
     rng = np.random.RandomState(seed)
     h, w = image_size
+    # Old images of another call would stay beside the new ones.
+    clear_generated(root, ('images', ), r'\d{6}\.png', 'make_tiny_coco')
     os.makedirs(osp.join(root, 'images'), exist_ok=True)
     images, annotations = [], []
     for i in range(num_images):
