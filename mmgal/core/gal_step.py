@@ -12,6 +12,7 @@ Everything is tensor maths: no host copies of tensor values and no Python
 branch on a tensor value, so the step adds no host-device synchronisation.
 """
 import math
+import numbers
 from typing import Callable, NamedTuple, Union
 
 import torch
@@ -48,14 +49,25 @@ class GALOutput(NamedTuple):
     cos_sim: Tensor
 
 
+def check_real(name: str, value, low: float = 0.0,
+               strict: bool = False) -> float:
+    """``value`` as a float, or ``ValueError`` naming ``name`` unless it is
+    a finite real number (Python or NumPy; not bool) ``>= low`` (``> low``
+    with ``strict``). NaN and inf are refused, so no setting can switch GAL
+    off by failing every later comparison."""
+    op = '>' if strict else '>='
+    if not is_real(value) or not math.isfinite(value) or (
+            value <= low if strict else value < low):
+        raise ValueError(f'{name} must be a finite number {op} {low:g}, got '
+                         f'{value!r}')
+    return float(value)
+
+
 def check_gal_args(sigma: float, gamma: float, policy: str,
                    remainder: str) -> None:
     """Raise ``ValueError`` naming the first bad GAL setting."""
-    if not _is_real(sigma) or not sigma >= 0 or math.isinf(sigma):
-        raise ValueError(f'sigma must be a finite number >= 0 (0 disables '
-                         f'the adjustment), got {sigma!r}')
-    if not _is_real(gamma) or not gamma > 0 or math.isinf(gamma):
-        raise ValueError(f'gamma must be a finite number > 0, got {gamma!r}')
+    check_real('sigma', sigma)
+    check_real('gamma', gamma, strict=True)
     if policy not in POLICIES:
         raise ValueError(f'policy must be one of {POLICIES} (Algorithm 1: '
                          f"'le' line 7 with <=, 'lt' line 7 with <, "
@@ -66,8 +78,23 @@ def check_gal_args(sigma: float, gamma: float, policy: str,
                          f'{remainder!r}')
 
 
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def is_real(x) -> bool:
+    """A real number (int, float, NumPy scalar), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_lr(lr) -> None:
+    """A Python or NumPy number, or a CPU tensor, is checked here (no device
+    sync); a device tensor's value is guarded inside the step instead."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError('lr must be a number or a one-element floating '
+                             f'tensor, got a {lr.dtype} tensor of shape '
+                             f'{tuple(lr.shape)}')
+        if lr.device.type == 'cpu':
+            check_real('lr', float(lr))  # a CPU read, no device sync
+        return
+    check_real('lr', lr)
 
 
 def _rownorm(x: Tensor) -> Tensor:
@@ -104,8 +131,11 @@ def gal_step(z: Tensor,
         GALOutput: see its docstring.
     """
     check_gal_args(sigma, gamma, policy, remainder)
-    if not isinstance(lr, Tensor) and (not _is_real(lr) or not lr >= 0):
-        raise ValueError(f'lr must be a number >= 0, got {lr!r}')
+    _check_lr(lr)
+    if not isinstance(z, Tensor) or not z.is_floating_point():
+        raise ValueError('z must be a floating-point tensor (the gradient '
+                         'w.r.t. integer features is not defined), got '
+                         f'{getattr(z, "dtype", type(z))}')
     dim = getattr(adjuster, 'dim', None)
     if z.dim() < 1 or z.shape[-1] != dim:
         raise ValueError(f"z's last dimension must equal the adjuster's dim "
@@ -129,8 +159,16 @@ def gal_step(z: Tensor,
             raise ValueError('loss_fn must return a 0-dim tensor (the '
                              'scalar loss), got '
                              f'{getattr(loss, "shape", type(loss))}')
+        if not loss.requires_grad:
+            raise ValueError('loss_fn(z) does not depend on z (its result '
+                             'has no gradient w.r.t. z): pass the loss '
+                             'computed from the z it is given')
         loss = loss.to(work_dtype)
-        g, = torch.autograd.grad(loss, z0)
+        g, = torch.autograd.grad(loss, z0, allow_unused=True)
+        if g is None:
+            raise ValueError('loss_fn(z) does not depend on z (z is not in '
+                             'its graph): pass the loss computed from the z '
+                             'it is given')
         g = g.detach()
         zc = z0.detach()
 
@@ -147,6 +185,11 @@ def gal_step(z: Tensor,
 
         finite = (torch.isfinite(g).all() & torch.isfinite(adj).all()
                   & torch.isfinite(tentative) & torch.isfinite(rem))
+        if isinstance(lr, Tensor):
+            # A device tensor is not read up front (that would sync): a
+            # NaN, inf or negative lr makes the step non-finite instead
+            # (vanilla gradient, counted).
+            finite = finite & torch.isfinite(lr) & (lr >= 0)
         params = [p for p in adjuster.parameters() if p.requires_grad]
         if params and rem.requires_grad:
             grads = torch.autograd.grad(rem.abs(), params, allow_unused=True)

@@ -125,6 +125,12 @@ class GALHook(Hook):
                 'GALHook needs optim_wrapper.type=\'GALOptimWrapper\', got '
                 f'{type(wrapper).__name__}; set optim_wrapper = dict('
                 "type='GALOptimWrapper', ...) in the config")
+        n_hooks = sum(isinstance(h, GALHook) for h in runner.hooks)
+        if n_hooks > 1:
+            raise ValueError(
+                f'GALHook is registered {n_hooks} times (custom_hooks); each '
+                'would run GAL on the head, so GAL would step several times '
+                'per iteration. Keep one GALHook.')
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         head = self._find_head(model)

@@ -13,9 +13,12 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from mmgal.core import (ADJUSTER_KINDS, build_adjuster, check_arch,
-                        check_gal_args, gal_step)
+                        check_gal_args, check_real, gal_step, is_real)
 
 GAL_STATE_KEY = 'gal'
+# Above this sigma the wrapper warns (the paper uses 0.001-0.01, 0.2 on its
+# toy problem).
+SIGMA_WARN = 0.2
 # What GALHook logs as gal/<key>, in the order of the stats vector.
 STAT_KEYS = ('remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
              'tentative_gain')
@@ -147,15 +150,27 @@ class GALOptimWrapper(OptimWrapper):
                              f'{adjuster!r}')
         if adjuster in ('mlp', 'cnn'):
             check_arch(arch)
-        if not isinstance(adjuster_lr_ratio, (int, float)) or \
-                adjuster_lr_ratio < 0:
-            raise ValueError(f'adjuster_lr_ratio must be a number >= 0, got '
-                             f'{adjuster_lr_ratio!r}')
-        if tentative_lr is not None and (
-                not isinstance(tentative_lr, (int, float))
-                or tentative_lr < 0):
-            raise ValueError(f'tentative_lr must be None or a number >= 0, '
-                             f'got {tentative_lr!r}')
+        check_real('adjuster_lr_ratio', adjuster_lr_ratio)
+        if tentative_lr is not None:
+            if not is_real(tentative_lr):
+                raise ValueError('tentative_lr must be None (the current '
+                                 'base lr) or a finite number >= 0, got '
+                                 f'{tentative_lr!r}')
+            check_real('tentative_lr', tentative_lr)
+        for name, value in (('enabled', enabled), ('seed', seed)):
+            kind = bool if name == 'enabled' else int
+            if not isinstance(value, kind) or (
+                    kind is int and isinstance(value, bool)):
+                raise ValueError(f'{name} must be a {kind.__name__}, got '
+                                 f'{value!r} ({type(value).__name__})')
+        if float(sigma) > SIGMA_WARN:
+            print_log(
+                f'GALOptimWrapper: sigma={sigma} is far above the paper\'s '
+                'range (0.001-0.01 in every task, 0.2 on its 3-D toy '
+                'problem); a large sigma can make training diverge (0.9 '
+                'took the digits loss from 2.3 to 5.6e4 in one epoch).',
+                logger='current',
+                level=logging.WARNING)
         if adjuster_optimizer is not None and (
                 not isinstance(adjuster_optimizer, dict)
                 or 'type' not in adjuster_optimizer):
@@ -169,8 +184,9 @@ class GALOptimWrapper(OptimWrapper):
         self.remainder = remainder
         self.adjuster_optimizer_cfg = adjuster_optimizer
         self.adjuster_lr_ratio = float(adjuster_lr_ratio)
-        self.tentative_lr = tentative_lr
-        self.enabled = bool(enabled)
+        self.tentative_lr = None if tentative_lr is None else float(
+            tentative_lr)
+        self.enabled = enabled
         self.seed = seed
         self.adjuster: Optional[nn.Module] = None
         self.adjuster_optimizer: Optional[Optimizer] = None
@@ -204,16 +220,16 @@ class GALOptimWrapper(OptimWrapper):
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if loss_scale == 'dynamic':
             self.loss_scaler = torch.amp.GradScaler(device)
-        elif isinstance(loss_scale, (int, float)) and \
-                not isinstance(loss_scale, bool):
+        elif is_real(loss_scale):
+            check_real('loss_scale', loss_scale, strict=True)
             self._scale_update_param = float(loss_scale)
             self.loss_scaler = torch.amp.GradScaler(
                 device, init_scale=float(loss_scale))
         elif isinstance(loss_scale, dict):
             self.loss_scaler = torch.amp.GradScaler(device, **loss_scale)
         else:
-            raise ValueError("loss_scale must be 'dynamic', a number or a "
-                             f'dict of GradScaler arguments, got '
+            raise ValueError("loss_scale must be 'dynamic', a finite number "
+                             '> 0 or a dict of GradScaler arguments, got '
                              f'{loss_scale!r}')
 
     def backward(self, loss: Tensor, **kwargs) -> None:
@@ -429,9 +445,13 @@ class GALOptimWrapper(OptimWrapper):
             state['loss_scaler'] = self.loss_scaler.state_dict()
         if self.adjuster is not None:
             gal = dict(
-                adjuster=self.adjuster.state_dict(), dim=self.adjuster.dim)
+                adjuster=self.adjuster.state_dict(),
+                dim=self.adjuster.dim,
+                adjuster_kind=self.adjuster_kind,
+                arch=list(self.arch))
             if self.adjuster_optimizer is not None:
                 gal['optimizer'] = self.adjuster_optimizer.state_dict()
+                gal['optimizer_type'] = type(self.adjuster_optimizer).__name__
             state[GAL_STATE_KEY] = gal
         return state
 
@@ -456,13 +476,49 @@ class GALOptimWrapper(OptimWrapper):
             self._load_gal_state(gal)
 
     def _load_gal_state(self, gal: dict) -> None:
+        missing = [k for k in ('adjuster', 'dim')
+                   if not isinstance(gal, dict) or k not in gal]
+        if missing:
+            raise ValueError(
+                f"the checkpoint's GAL state ('{GAL_STATE_KEY}' in its "
+                f'optimizer state) lacks {missing}: it was not written by '
+                'GALOptimWrapper (it holds '
+                f'{sorted(gal) if isinstance(gal, dict) else type(gal)})')
         if gal['dim'] != self.adjuster.dim:
             raise ValueError(f"the checkpoint's adjuster has dim "
                              f"{gal['dim']}, the head's output has "
                              f'{self.adjuster.dim}')
+        now = dict(adjuster_kind=self.adjuster_kind, arch=list(self.arch))
+        for key in ('adjuster_kind', 'arch'):
+            if key == 'arch' and self.adjuster_kind not in ('mlp', 'cnn'):
+                continue
+            if key in gal and gal[key] != now[key]:
+                raise ValueError(
+                    f"the checkpoint's adjuster has {key}={gal[key]!r}, "
+                    f'the config asks for {now[key]!r}: set '
+                    f'optim_wrapper.{key.replace("adjuster_kind", "adjuster")}'
+                    f'={gal[key]!r} to resume it, or start a new run')
         self.adjuster.load_state_dict(gal['adjuster'])
-        if self.adjuster_optimizer is not None and 'optimizer' in gal:
-            self.adjuster_optimizer.load_state_dict(gal['optimizer'])
+        state = gal.get('optimizer')
+        if self.adjuster_optimizer is None or state is None:
+            return
+        was = gal.get('optimizer_type')
+        current = type(self.adjuster_optimizer).__name__
+        # Checkpoints without 'optimizer_type': compare the settings each
+        # param group holds (SGD's momentum vs Adam's betas, ...).
+        same = was == current if was is not None else set(
+            state['param_groups'][0]) == set(
+                self.adjuster_optimizer.param_groups[0])
+        if not same:
+            print_log(
+                f"GALOptimWrapper: the checkpoint's adjuster optimizer was "
+                f"{was or 'of another type'}, the config's is {current}; "
+                "its state is not loaded (the adjuster's weights are): the "
+                'adjuster optimizer starts afresh.',
+                logger='current',
+                level=logging.WARNING)
+            return
+        self.adjuster_optimizer.load_state_dict(state)
 
     def __repr__(self) -> str:
         return (super().__repr__() +

@@ -341,7 +341,16 @@ def test_no_host_sync_in_the_step():
      r"'never'\).*'ge'"),
     (dict(remainder='exact'),
      r"remainder must be one of \('taylor', 'reference'\).*'exact'"),
-    (dict(lr=-1.0), r'lr must be a number >= 0, got -1\.0'),
+    (dict(lr=-1.0), r'lr must be a finite number >= 0, got -1\.0'),
+    (dict(lr=float('inf')), r'lr must be a finite number >= 0, got inf'),
+    (dict(lr=torch.tensor(-0.1)), r'lr must be a finite number >= 0, got '
+     r'-0\.1'),
+    (dict(lr=torch.tensor(float('nan'))), 'lr must be a finite number'),
+    (dict(lr=torch.tensor([0.1, 0.2])), r'lr must be a number or a '
+     r'one-element floating tensor, got a torch\.float32 tensor of shape '
+     r'\(2,\)'),
+    (dict(sigma=float('inf')), 'sigma must be a finite number'),
+    (dict(sigma=True), 'sigma must be a finite number >= 0, got True'),
 ])
 def test_bad_arguments_raise_value_error_naming_them(kwargs, match):
     z, t = make_batch()
@@ -374,3 +383,59 @@ def test_single_feature_with_sigma_one_is_refused():
     out = gal_step(z, lambda zz: (zz**2).mean(), GradientAdjuster(1, (4, )),
                    0.1, 0.5)
     assert math.isfinite(float(out.remainder))
+
+
+def test_numpy_scalars_are_numbers():
+    np = pytest.importorskip('numpy')
+    z, t = make_batch()
+    out = gal_step(z, quadratic(t), LinearAdjuster(5), np.float64(0.1),
+                   np.float32(0.01), gamma=np.int64(1))
+    assert torch.isfinite(out.remainder)
+
+
+def test_integer_z_is_refused_instead_of_a_truncated_gradient():
+    z = torch.arange(10).reshape(2, 5)
+    with pytest.raises(ValueError, match=r'z must be a floating-point tensor'
+                       r'.*got torch\.int64'):
+        gal_step(z, lambda zz: (zz**2).sum(), LinearAdjuster(5), 0.1, 0.1)
+
+
+@pytest.mark.parametrize('loss_fn', [
+    lambda zz: torch.tensor(1.0),
+    lambda zz: (LOOSE_PARAM**2).sum(),
+])
+def test_a_loss_that_does_not_depend_on_z_is_a_clear_error(loss_fn):
+    z, _ = make_batch()
+    with pytest.raises(ValueError, match=r'loss_fn\(z\) does not depend on '
+                       r'z'):
+        gal_step(z, loss_fn, LinearAdjuster(5), 0.1, 0.1)
+
+
+LOOSE_PARAM = nn.Parameter(torch.ones(3))
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -0.1])
+def test_a_bad_lr_in_a_device_tensor_is_guarded_without_a_sync(
+        monkeypatch, bad):
+    """A CUDA lr tensor cannot be read without a host sync, so it is not
+    checked up front: a bad value makes the step non-finite (vanilla
+    gradient, counted) instead. On the CPU the up-front check is switched
+    off to reach the guard."""
+    import importlib
+    module = importlib.import_module('mmgal.core.gal_step')
+    monkeypatch.setattr(module, '_check_lr', lambda lr: None)
+    z, t = make_batch()
+    out = gal_step(z, quadratic(t), LinearAdjuster(5),
+                   torch.tensor(bad, dtype=z.dtype), 0.5)
+    assert bool(out.nonfinite) and not bool(out.adopted)
+    assert torch.equal(out.grad, out.vanilla_grad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_a_nan_lr_in_a_cuda_tensor_is_guarded():
+    z, t = make_batch()
+    z, t = z.cuda(), t.cuda()
+    out = gal_step(z, quadratic(t), LinearAdjuster(5).cuda(),
+                   torch.tensor(float('nan'), dtype=z.dtype, device='cuda'),
+                   0.5)
+    assert bool(out.nonfinite) and not bool(out.adopted)

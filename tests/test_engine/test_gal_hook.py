@@ -109,7 +109,8 @@ def test_resume_continues_bit_identically(digits_root, tmp_path, optimizer):
                     resumed.optim_wrapper.adjuster.parameters()):
         assert torch.equal(p, q)
     ck = torch.load(str(tmp_path / 'resumed' / 'epoch_2.pth'))
-    assert set(ck['optimizer']['gal']) == {'adjuster', 'dim', 'optimizer'}
+    assert set(ck['optimizer']['gal']) == {
+        'adjuster', 'dim', 'adjuster_kind', 'arch', 'optimizer', 'optimizer_type'}
 
 
 def test_accumulative_counts_train(digits_root, tmp_path):
@@ -239,3 +240,10 @@ def test_a_run_without_gal_steps_logs_no_gal_scalars_after_resume(
         rows = [r for r in read_scalars(work_dir) if 'loss' in r]
         assert rows
         assert not any(k.startswith('gal/') for r in rows for k in r), name
+
+
+def test_galhook_listed_twice_is_refused(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.custom_hooks = [dict(type='GALHook'), dict(type='GALHook')]
+    with pytest.raises(ValueError, match='GALHook is registered 2 times'):
+        train(cfg)

@@ -156,7 +156,8 @@ def test_state_dict_round_trip_keeps_gal_under_its_own_key():
     wrapper.update_params(
         wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
     state = wrapper.state_dict()
-    assert set(state['gal']) == {'adjuster', 'dim', 'optimizer'}
+    assert set(state['gal']) == {'adjuster', 'dim', 'adjuster_kind', 'arch',
+                              'optimizer', 'optimizer_type'}
     assert 'gal' not in model.state_dict()
     # Loaded before the hook builds the adjuster: applied when it does.
     _, fresh = make(arch=(8, ), sigma=0.2)
@@ -244,13 +245,31 @@ def test_stats_average_over_the_interval_with_one_sync():
     (dict(adjuster='rnn'), r"adjuster must be one of \('mlp', 'cnn', "
      r"'uniform', 'normal'\), got 'rnn'"),
     (dict(arch=()), 'arch must be a non-empty sequence'),
-    (dict(adjuster_lr_ratio=-1), 'adjuster_lr_ratio must be a number >= 0'),
-    (dict(tentative_lr='auto'), 'tentative_lr must be None or a number'),
+    (dict(adjuster_lr_ratio=-1), 'adjuster_lr_ratio must be a finite '
+     'number >= 0'),
+    (dict(adjuster_lr_ratio=float('nan')), 'adjuster_lr_ratio must be a '
+     'finite number >= 0, got nan'),
+    (dict(adjuster_lr_ratio=float('inf')), 'adjuster_lr_ratio must be a '
+     'finite number'),
+    (dict(tentative_lr='auto'), 'tentative_lr must be None'),
+    (dict(tentative_lr=float('inf')), 'tentative_lr must be a finite number '
+     '>= 0, got inf'),
+    (dict(tentative_lr=float('nan')), 'tentative_lr must be a finite number '
+     '>= 0, got nan'),
+    (dict(loss_scale=0), 'loss_scale must be a finite number > 0, got 0'),
+    (dict(loss_scale=-1.), 'loss_scale must be a finite number > 0, got '
+     '-1.0'),
+    (dict(loss_scale=float('nan')), 'loss_scale must be a finite number'),
+    (dict(enabled='False'), r"enabled must be a bool, got 'False' \(str\)"),
+    (dict(enabled=1), r'enabled must be a bool, got 1 \(int\)'),
+    (dict(seed=1.5), r'seed must be a int, got 1\.5'),
+    (dict(sigma=float('nan')), 'sigma must be a finite number >= 0, got '
+     'nan'),
     (dict(adjuster_optimizer='Adam'), 'adjuster_optimizer must be None or '
      "a dict with a 'type'"),
     (dict(dtype='float8'), r"dtype must be one of \('float16', 'bfloat16'"),
-    (dict(loss_scale='static'), "loss_scale must be 'dynamic', a number or "
-     'a dict'),
+    (dict(loss_scale='static'), "loss_scale must be 'dynamic', a finite "
+     'number > 0 or a dict'),
     (dict(use_fsdp=True), 'use_fsdp=True is not supported'),
 ])
 def test_bad_settings_raise_naming_the_field(kwargs, match):
@@ -329,3 +348,81 @@ def test_cuda_fp16_amp_with_grad_scaler_trains_and_keeps_gal_in_fp32():
     assert not torch.equal(model.weight, w0)
     stats = wrapper.pop_gal_stats()
     assert stats['nonfinite'] == 0 and 0 <= stats['adopt_rate'] <= 1
+
+
+def test_numpy_settings_are_numbers():
+    np = pytest.importorskip('numpy')
+    _, wrapper = make(sigma=np.float32(0.01), tentative_lr=np.float64(0.1),
+                      adjuster_lr_ratio=np.float32(2))
+    assert wrapper.sigma == pytest.approx(0.01)
+    assert wrapper.base_lr() == pytest.approx(0.1)
+
+
+def capture_log(monkeypatch):
+    import mmgal.engine.gal_optim_wrapper as module
+    logged = []
+    monkeypatch.setattr(module, 'print_log',
+                        lambda msg, **kw: logged.append(msg))
+    return logged
+
+
+def test_a_large_sigma_warns_with_the_papers_range(monkeypatch):
+    logged = capture_log(monkeypatch)
+    make(sigma=0.9)
+    assert len(logged) == 1
+    assert "far above the paper's range (0.001-0.01" in logged[0]
+    make(sigma=0.01)
+    assert len(logged) == 1
+
+
+def trained_state(**kwargs):
+    model, wrapper = make(arch=(8, ), sigma=0.1, **kwargs)
+    wrapper.setup_adjuster(4)
+    x, y = batch(0)
+    wrapper.update_params(
+        wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+    return wrapper.state_dict()
+
+
+def test_resume_with_another_adjuster_optimizer_warns_and_keeps_weights(
+        monkeypatch):
+    logged = capture_log(monkeypatch)
+    state = trained_state(adjuster_optimizer=dict(type='SGD',
+                                                  momentum=0.9))
+    assert state['gal']['optimizer_type'] == 'SGD'
+    old = copy.deepcopy(state)
+    del old['gal']['optimizer_type']  # a checkpoint from before it was kept
+    for ckpt in (state, old):
+        model, wrapper = make(arch=(8, ), sigma=0.1,
+                              adjuster_optimizer=dict(type='Adam'))
+        wrapper.setup_adjuster(4)
+        logged.clear()
+        wrapper.load_state_dict(copy.deepcopy(ckpt))
+        assert len(logged) == 1
+        assert "the config's is Adam; its state is not loaded" in logged[0]
+        for k, v in ckpt['gal']['adjuster'].items():
+            assert torch.equal(wrapper.adjuster.state_dict()[k], v)
+        # Training goes on (before: KeyError: 'step' in Adam's step).
+        x, y = batch(1)
+        wrapper.update_params(
+            wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+
+
+def test_resume_with_another_arch_names_the_change():
+    state = trained_state()
+    _, wrapper = make(arch=(16, ), sigma=0.1)
+    wrapper.setup_adjuster(4)
+    with pytest.raises(ValueError, match=r"the checkpoint's adjuster has "
+                       r'arch=\[8\], the config asks for \[16\]: set '
+                       r'optim_wrapper\.arch=\[8\]'):
+        wrapper.load_state_dict(state)
+
+
+def test_gal_state_without_dim_is_a_clear_error():
+    state = trained_state()
+    del state['gal']['dim']
+    _, wrapper = make(arch=(8, ), sigma=0.1)
+    wrapper.setup_adjuster(4)
+    with pytest.raises(ValueError, match=r"lacks \['dim'\]: it was not "
+                       'written by GALOptimWrapper'):
+        wrapper.load_state_dict(state)
