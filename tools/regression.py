@@ -52,21 +52,27 @@ def parse_args(argv=None):
                    help='folder for results.json and results.csv')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    if args.runs < 1:
-        p.error(f'--runs must be >= 1, got {args.runs}')
+    for name in ('runs', 'epochs', 'batch_size'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    try:
+        args.proto = make_protocol(
+            args.protocol,
+            sigma=args.sigma,
+            gamma=args.gamma,
+            lr=args.lr,
+            epochs=args.epochs,
+            batch_size=args.batch_size)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     names = DATASETS if args.dataset == 'all' else (args.dataset, )
-    proto = make_protocol(
-        args.protocol,
-        sigma=args.sigma,
-        gamma=args.gamma,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size)
+    proto = args.proto
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -106,8 +112,9 @@ def main(argv=None):
     print(table)
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, 'results.json'), 'w') as f:
-        json.dump(dict(args=vars(args), seconds=elapsed, results=results), f,
-                  indent=2)
+        json.dump(dict(args={k: v for k, v in vars(args).items()
+                             if k != 'proto'},
+                       seconds=elapsed, results=results), f, indent=2)
     rows = to_csv_rows(results)
     with open(osp.join(args.out, 'results.csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -50,15 +50,46 @@ def _raw_file(name: str, data_root: Optional[str]) -> str:
     return path
 
 
+def _read_table(path: str, columns: int, skiprows: int = 0,
+                delimiter: Optional[str] = None) -> np.ndarray:
+    """A numeric table of exactly ``columns`` columns; errors name the
+    file (and the line, where numpy says it)."""
+    try:
+        raw = np.loadtxt(path, delimiter=delimiter, skiprows=skiprows,
+                         dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise ValueError(f'{path}: cannot read it as a numeric table of '
+                         f'{columns} columns: {err}') from None
+    if raw.shape[1] != columns:
+        raise ValueError(f'{path}: expected {columns} columns, got '
+                         f'{raw.shape[1]} (no column is ignored silently)')
+    return raw
+
+
+def check_finite(X: np.ndarray, y: np.ndarray, source: str,
+                 first_line: int = 1) -> None:
+    """``ValueError`` naming ``source`` and the line (``first_line`` is
+    the line of row 0) of the first row with a NaN or infinite feature or
+    target, e.g. a derived ratio with a zero denominator."""
+    bad = ~(np.isfinite(X).all(axis=1) & np.isfinite(y))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f'{source}: line {row + first_line} (data row {row}) gives a '
+            f'non-finite feature or target (features {X[row].tolist()}, '
+            f'target {float(y[row])}); {int(bad.sum())} row(s) in all. Fix '
+            'or drop them: every metric would be NaN.')
+
+
 def load_boston(data_root: Optional[str] = None
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Boston housing: X (506, 13), y = MEDV (506, ), from UCI housing.data.
     """
-    raw = np.loadtxt(_raw_file(BOSTON_FILE, data_root), dtype=np.float64)
-    if raw.ndim != 2 or raw.shape[1] != 14:
-        raise ValueError(f'{BOSTON_FILE} must have 14 columns (13 features '
-                         f'and MEDV), got shape {raw.shape}')
-    return raw[:, :13], raw[:, 13]
+    path = _raw_file(BOSTON_FILE, data_root)
+    raw = _read_table(path, 14)
+    X, y = raw[:, :13], raw[:, 13]
+    check_finite(X, y, path)
+    return X, y
 
 
 def load_diabetes(data_root: Optional[str] = None
@@ -111,8 +142,12 @@ def load_california(data_root: Optional[str] = None,
     if header != CALIFORNIA_COLUMNS:
         raise ValueError(f'{path}: header must be {CALIFORNIA_COLUMNS}, got '
                          f'{header}')
-    raw = np.loadtxt(path, delimiter=',', skiprows=1, dtype=np.float64)
-    return california_from_raw(raw)
+    raw = _read_table(path, len(CALIFORNIA_COLUMNS), skiprows=1,
+                      delimiter=',')
+    with np.errstate(divide='ignore', invalid='ignore'):
+        X, y = california_from_raw(raw)
+    check_finite(X, y, path, first_line=2)  # line 1 is the header
+    return X, y
 
 
 LOADERS: Dict[str, Callable[..., Tuple[np.ndarray, np.ndarray]]] = {

@@ -28,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from mmgal.core import check_gal_args, check_real
+
 from .datasets import load_dataset
 from .trainer import (GALSettings, fit_regressor, predict,
                       regression_metrics)
@@ -90,6 +92,26 @@ class Protocol:
     gamma: float = 1.0
     lr_grid: Sequence[float] = ()
     sigma_grid: Sequence[float] = ()
+
+    def __post_init__(self):
+        for name in ('epochs', 'batch_size'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, np.integer)) or value < 1:
+                raise ValueError(f'{name} must be an int >= 1, got '
+                                 f'{value!r}')
+        check_real('lr', self.lr, strict=True)
+        for name in ('test_size', 'val_size'):
+            value = check_real(name, getattr(self, name))
+            if value >= 1 or (name == 'test_size' and value == 0):
+                raise ValueError(f'{name} must be in (0, 1), got {value!r}'
+                                 if name == 'test_size' else
+                                 f'{name} must be in [0, 1), got {value!r}')
+        check_gal_args(self.sigma, self.gamma, 'le', 'taylor')
+        for value in self.lr_grid:
+            check_real('lr_grid value', value, strict=True)
+        for value in self.sigma_grid:
+            check_real('sigma_grid value', value)
 
 
 def make_protocol(name: str, **overrides) -> Protocol:
@@ -176,6 +198,8 @@ def run_dataset(name: str,
     Returns a dict with the settings used, per-run metrics of each arm,
     mean/std per metric and the t-test per metric.
     """
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f'runs must be an int >= 1, got {runs!r}')
     X, y = load_dataset(name, data_root, **load_kwargs)
     widths = PAPER_MODELS[name]
     gal_kwargs = dict(gal_kwargs or {})
@@ -221,6 +245,13 @@ def run_dataset(name: str,
                 adopt.append(float(np.mean(res.history['adopt_rate'])))
             tick(f'{name}: run {r + 1}/{runs} {arm}')
 
+    for arm, rows in per_run.items():
+        for r, metrics in enumerate(rows):
+            if not all(np.isfinite(v) for v in metrics.values()):
+                raise RuntimeError(
+                    f'{name}: run {r + 1} ({arm}) gave non-finite test '
+                    f'metrics {metrics} (the fit diverged: try a smaller '
+                    'lr or sigma); no table is written for it')
     summary = {}
     for m in METRICS:
         b = [d[m] for d in per_run['baseline']]
@@ -252,6 +283,18 @@ def _fmt(mean_std) -> str:
     return f'{mean_std[0]:.4f} ± {mean_std[1]:.4f}'
 
 
+def _verdict(metric: str, s: dict) -> str:
+    """'GAL' or 'baseline' (+ significance), or 'tie' where the arms'
+    means are equal (e.g. identical arms with sigma 0), for every metric
+    alike."""
+    b, g = s['baseline'][0], s['gal'][0]
+    if b == g:
+        return 'tie'
+    gal_better = (g < b) == (metric != 'R2')  # R2: higher is better
+    return ('GAL' if gal_better else 'baseline') + (
+        ' (p<0.05)' if s['p'] < 0.05 else ' (n.s.)')
+
+
 def format_table(results: Sequence[dict], with_paper: bool = True) -> str:
     """A Table V-style markdown table; the paper's rows beside ours."""
     head = ['dataset', 'metric', 'baseline', 'GAL', '(t, p)', 'better']
@@ -261,11 +304,7 @@ def format_table(results: Sequence[dict], with_paper: bool = True) -> str:
     for res in results:
         for m in METRICS:
             s = res['summary'][m]
-            lower_is_better = m != 'R2'
-            gal_better = (s['gal'][0] < s['baseline'][0]) == lower_is_better
-            significant = s['p'] < 0.05
-            verdict = ('GAL' if gal_better else 'baseline') + (
-                ' (p<0.05)' if significant else ' (n.s.)')
+            verdict = _verdict(m, s)
             row = [
                 res['dataset'], m,
                 _fmt(s['baseline']),

@@ -63,16 +63,27 @@ def test_gal_fit_trains_the_adjuster_and_logs_adoption():
     assert all(np.isfinite(res.history['remainder']))
 
 
-def test_both_arms_start_from_the_same_weights():
+def test_both_arms_start_from_the_same_weights(monkeypatch):
+    import importlib
+    trainer = importlib.import_module('mmgal.regression.trainer')
+    initial = []
+
+    class Recording(trainer.MLPRegressor):
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            initial.append({k: v.clone()
+                            for k, v in self.state_dict().items()})
+
+    monkeypatch.setattr(trainer, 'MLPRegressor', Recording)
     X = np.random.RandomState(0).randn(40, 3)
     y = X.sum(1)
-    base = fit_regressor(X, y, (8, ), epochs=0, batch_size=10, lr=1e-2,
-                         seed=3)
-    gal = fit_regressor(X, y, (8, ), epochs=0, batch_size=10, lr=1e-2,
-                        seed=3, gal=GALSettings(arch=(4, )))
-    for a, b in zip(base.model.state_dict().values(),
-                    gal.model.state_dict().values()):
-        assert a.equal(b)
+    fit_regressor(X, y, (8, ), epochs=1, batch_size=10, lr=1e-2, seed=3)
+    fit_regressor(X, y, (8, ), epochs=1, batch_size=10, lr=1e-2, seed=3,
+                  gal=GALSettings(arch=(4, )))
+    assert len(initial) == 2
+    for k, v in initial[0].items():
+        assert v.equal(initial[1][k]), k
 
 
 def test_gal_with_sigma_zero_equals_the_baseline():

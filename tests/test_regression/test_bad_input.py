@@ -1,0 +1,141 @@
+"""Bad input to the regression module and tool: a clear error naming the
+cause, never a table of meaningless numbers."""
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmgal.regression import (fit_regressor, format_table, load_boston,
+                              load_california, make_protocol, run_dataset)
+from mmgal.regression.datasets import CALIFORNIA_COLUMNS
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO, 'tools', 'regression.py')
+
+
+def run_tool(tmp_path, *args):
+    out = tmp_path / 'out'
+    res = subprocess.run([sys.executable, TOOL, '--no-progress', '--out',
+                          str(out), *args], capture_output=True, text=True)
+    return res, out
+
+
+@pytest.mark.parametrize('flag, value', [('--epochs', '0'),
+                                         ('--epochs', '-1'),
+                                         ('--runs', '0'),
+                                         ('--batch-size', '0')])
+def test_non_positive_counts_are_refused_before_anything_runs(
+        tmp_path, flag, value):
+    res, out = run_tool(tmp_path, '--dataset', 'diabetes', flag, value)
+    assert res.returncode == 2
+    assert f'{flag} must be >= 1, got {value}' in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(epochs=0), 'epochs must be an int >= 1, got 0'),
+    (dict(batch_size=0), 'batch_size must be an int >= 1, got 0'),
+    (dict(lr=float('nan')), 'lr must be a finite number > 0, got nan'),
+    (dict(sigma=float('inf')), 'sigma must be a finite number'),
+])
+def test_protocol_settings_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_protocol('paper', **kwargs)
+
+
+def test_fit_regressor_checks_its_arguments():
+    X, y = np.zeros((4, 2)), np.zeros(4)
+    with pytest.raises(ValueError, match='batch_size must be an int >= 1'):
+        fit_regressor(X, y, (2, ), epochs=1, batch_size=0, lr=0.1, seed=0)
+    with pytest.raises(ValueError, match='epochs must be an int >= 1'):
+        fit_regressor(X, y, (2, ), epochs=0, batch_size=2, lr=0.1, seed=0)
+    with pytest.raises(ValueError, match='same number'):
+        fit_regressor(X, y[:3], (2, ), epochs=1, batch_size=2, lr=0.1,
+                      seed=0)
+    with pytest.raises(ValueError, match='runs must be an int >= 1'):
+        run_dataset('diabetes', make_protocol('paper'), runs=0)
+
+
+def california_copy(data_root, tmp_path, edit):
+    lines = open(osp.join(data_root, 'california_housing.csv')).read(
+    ).splitlines()
+    lines = edit(lines)
+    (tmp_path / 'california_housing.csv').write_text('\n'.join(lines) + '\n')
+    return str(tmp_path)
+
+
+def test_a_zero_denominator_row_is_named_with_file_and_line(
+        data_root, tmp_path):
+    col = CALIFORNIA_COLUMNS.index('households')
+
+    def zero_households(lines):
+        row = lines[5].split(',')
+        row[col] = '0'
+        lines[5] = ','.join(row)
+        return lines
+
+    root = california_copy(data_root, tmp_path, zero_households)
+    with pytest.raises(ValueError, match=r'california_housing\.csv: line 6 '
+                       r'\(data row 4\) gives a non-finite feature'):
+        load_california(root)
+    res, out = run_tool(tmp_path, '--dataset', 'california', '--runs', '1',
+                        '--epochs', '1', '--data-root', root)
+    assert res.returncode != 0 and 'line 6' in res.stderr
+    assert not (out / 'results.md').exists()
+
+
+def test_an_extra_csv_column_is_not_ignored(data_root, tmp_path):
+    root = california_copy(data_root, tmp_path,
+                           lambda lines: [lines[0]] + [
+                               line + ',1' for line in lines[1:]])
+    with pytest.raises(ValueError, match=r'california_housing\.csv: '
+                       r'expected 9 columns, got 10'):
+        load_california(root)
+
+
+def test_a_csv_parse_error_names_the_file(data_root, tmp_path):
+    root = california_copy(data_root, tmp_path,
+                           lambda lines: lines[:3] + ['1,2,x'] + lines[3:])
+    with pytest.raises(ValueError, match=r'california_housing\.csv: cannot '
+                       r'read it as a numeric table of 9 columns'):
+        load_california(root)
+
+
+def test_a_nan_in_boston_is_named(data_root, tmp_path):
+    lines = open(osp.join(data_root, 'boston_housing.data')).read(
+    ).splitlines()
+    lines[2] = lines[2].replace(lines[2].split()[0], 'nan', 1)
+    (tmp_path / 'boston_housing.data').write_text('\n'.join(lines) + '\n')
+    with pytest.raises(ValueError, match=r'boston_housing\.data: line 3 '
+                       r'\(data row 2\) gives a non-finite'):
+        load_boston(str(tmp_path))
+
+
+def test_identical_arms_are_a_tie_for_every_metric():
+    summary = {m: dict(baseline=(1.5, 0.1), gal=(1.5, 0.1), t=0.0, p=1.0)
+               for m in ('MAE', 'MSE', 'R2')}
+    rows = format_table([dict(dataset='diabetes', summary=summary)],
+                        with_paper=False).splitlines()[2:]
+    assert [r.split(' | ')[5].rstrip(' |') for r in rows] == ['tie'] * 3
+
+
+def test_sigma_zero_end_to_end_reports_ties(tmp_path):
+    res, out = run_tool(tmp_path, '--dataset', 'diabetes', '--runs', '2',
+                        '--epochs', '2', '--sigma', '0')
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [r for r in (out / 'results.md').read_text().splitlines()
+            if r.startswith('| diabetes')]
+    assert len(rows) == 3 and all(r.split(' | ')[5] == 'tie' for r in rows)
+
+
+def test_a_diverging_fit_writes_no_table(tmp_path, data_root):
+    shutil.copy(osp.join(data_root, 'boston_housing.data'), tmp_path)
+    res, out = run_tool(tmp_path, '--dataset', 'boston', '--runs', '1',
+                        '--epochs', '2', '--lr', '1e30', '--data-root',
+                        str(tmp_path))
+    assert res.returncode != 0
+    assert 'gave non-finite test metrics' in res.stderr
+    assert not (out / 'results.md').exists()
