@@ -87,7 +87,12 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
-def test_resume_continues_bit_identically(digits_root, tmp_path, optimizer):
+def test_resume_is_bit_identical_for_a_deterministic_pipeline(
+        digits_root, tmp_path, optimizer):
+    """The README's promise, exactly: with a pipeline without random
+    augmentation (digits_cfg's) and randomness=dict(seed=...,
+    deterministic=True), resuming from epoch 1 gives the same model and
+    adjuster as training straight through."""
 
     def cfg_for(name, epochs):
         cfg = digits_cfg(digits_root, str(tmp_path / name), epochs=epochs,
@@ -123,8 +128,10 @@ def test_accumulative_counts_train(digits_root, tmp_path):
     assert rows and all(math.isfinite(r['gal/remainder']) for r in rows)
 
 
-def test_gal_checkpoint_loads_in_the_plain_config_without_mmgal(
-        digits_root, tmp_path):
+def test_gal_checkpoint_loads_in_the_plain_config(digits_root, tmp_path):
+    """What the README tells users: the model weights need no mmgal; on
+    torch >= 2.6 mmengine's load_checkpoint (weights-only loading) needs
+    mmengine's own objects allow-listed, which ``import mmgal`` does."""
     runner = train(digits_cfg(digits_root, str(tmp_path), sigma=0.1))
     ckpt = str(tmp_path / 'epoch_1.pth')
     x = torch.rand(2, 3, 16, 16) * 255
@@ -133,7 +140,7 @@ def test_gal_checkpoint_loads_in_the_plain_config_without_mmgal(
     with torch.no_grad():
         expected = runner.model(runner.model.data_preprocessor(
             dict(inputs=list(x)))['inputs'], mode='tensor')
-    code = f'''
+    build = f'''
 import sys, torch
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
@@ -144,18 +151,34 @@ cfg.model.backbone.base_channels = 8
 cfg.model.head.in_channels = 64
 cfg.model.data_preprocessor = cfg.data_preprocessor
 model = MODELS.build(cfg.model)
-state = torch.load({ckpt!r}, weights_only=False)['state_dict']
-model.load_state_dict(state, strict=True)
+'''
+    # 1. Without mmgal, weights-only loading refuses mmengine's objects.
+    refused = subprocess.run([sys.executable, '-c', build + f'''
+import pickle
+try:
+    torch.load({ckpt!r})
+except pickle.UnpicklingError as err:
+    assert 'weights_only' in str(err), err
+    print('refused')
+'''], capture_output=True, text=True)
+    assert refused.stdout.strip() == 'refused', refused.stderr[-2000:]
+    # 2. The model weights alone need nothing from mmgal.
+    # 3. mmengine's load_checkpoint after `import mmgal` (the README's way).
+    for load in (f"model.load_state_dict(torch.load({ckpt!r}, "
+                 "weights_only=False)['state_dict'], strict=True)\n"
+                 "assert 'mmgal' not in sys.modules, 'mmgal was imported'",
+                 'import mmgal\nfrom mmengine.runner import load_checkpoint\n'
+                 f'load_checkpoint(model, {ckpt!r}, strict=True)'):
+        code = build + load + f'''
 model.eval()
 x = torch.load({str(tmp_path / 'x.pt')!r})
 with torch.no_grad():
     out = model(model.data_preprocessor(dict(inputs=list(x)))['inputs'],
                 mode='tensor')
 torch.save(out, {str(tmp_path / 'out.pt')!r})
-assert 'mmgal' not in sys.modules, 'mmgal was imported'
 '''
-    subprocess.run([sys.executable, '-c', code], check=True)
-    assert torch.equal(torch.load(str(tmp_path / 'out.pt')), expected)
+        subprocess.run([sys.executable, '-c', code], check=True)
+        assert torch.equal(torch.load(str(tmp_path / 'out.pt')), expected)
 
 
 def test_hook_without_gal_wrapper_is_a_clear_error(digits_root, tmp_path):
