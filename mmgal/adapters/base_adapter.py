@@ -4,7 +4,8 @@ from typing import (Callable, List, Optional, Sequence, Tuple, Type,
 from mmengine.registry import Registry
 from torch import Tensor, nn
 
-GALForward = Callable[[Tensor, Callable[[Tensor], Tensor]], Tensor]
+# gal_forward(z, loss_fn, grouped=False) -> surrogate loss (GALOptimWrapper).
+GALForward = Callable[..., Tensor]
 
 GAL_ADAPTERS = Registry('gal adapter', scope='mmgal',
                         locations=['mmgal.adapters'])

@@ -108,14 +108,17 @@ def gal_step(z: Tensor,
              sigma: float,
              gamma: float = 1.0,
              policy: str = 'le',
-             remainder: str = 'taylor') -> GALOutput:
+             remainder: str = 'taylor',
+             grouped: bool = False) -> GALOutput:
     """Run one gradient-adjustment step.
 
     Args:
         z (Tensor): Output features, shape ``(..., d)``; detached here, so
             it is a constant. Row norms are taken over the last dimension.
         loss_fn (Callable): Maps a tensor shaped like z to the scalar
-            z-dependent part of the task loss. Called twice (at z and z').
+            z-dependent part of the task loss (with ``grouped``: to the
+            ``(G, )`` vector of each group's loss). Called twice (at z and
+            z').
         adjuster (nn.Module): h_phi with attribute ``dim == d``. Its
             parameters' ``.grad`` receive d|R|/dphi (accumulated).
         lr (float | Tensor): The model's learning rate eta; the tentative
@@ -126,6 +129,14 @@ def gal_step(z: Tensor,
         remainder (str): ``'taylor'`` (exact first-order remainder) or
             ``'reference'`` (the authors' release: the first-order term is
             averaged over the rows of z instead of summed).
+        grouped (bool): z's first dimension indexes G independent GAL
+            problems (e.g. the decoder layers of DETR, shape (G, ..., d))
+            solved in one step: each group has its own loss, remainder and
+            adoption decision, and the adjuster's gradient is the sum of
+            the groups' d|R_g|/dphi, as G separate steps would give (only
+            a non-finite group then withholds every group's adjuster
+            gradient, not only its own). Every field of the output is then
+            per group, shape (G, ).
 
     Returns:
         GALOutput: see its docstring.
@@ -137,14 +148,23 @@ def gal_step(z: Tensor,
                          'w.r.t. integer features is not defined), got '
                          f'{getattr(z, "dtype", type(z))}')
     dim = getattr(adjuster, 'dim', None)
-    if z.dim() < 1 or z.shape[-1] != dim:
+    if z.dim() < 1 + grouped or z.shape[-1] != dim:
         raise ValueError(f"z's last dimension must equal the adjuster's dim "
-                         f'({dim}), got z of shape {tuple(z.shape)}')
+                         f'({dim}), got z of shape {tuple(z.shape)}' +
+                         (' (grouped: (G, ..., d))' if grouped else ''))
     if dim == 1 and sigma >= 1:
         raise ValueError(
             f'sigma must be < 1 when z has a single feature (d = 1), got '
             f'{sigma!r}: with d = 1 the adjustment is +-sigma*|g| and can '
             f'cancel the gradient exactly, so training stalls')
+    loss_shape = tuple(z.shape[:1]) if grouped else ()
+
+    def per_group(x: Tensor, mean: bool = False) -> Tensor:
+        """Sum (or mean) of per-row values x over each group's rows."""
+        if grouped:
+            x = x.flatten(1)
+            return x.mean(1) if mean else x.sum(1)
+        return x.mean() if mean else x.sum()
 
     out_dtype = z.dtype
     # GAL's maths run in (at least) fp32 and outside autocast, so fp16/bf16
@@ -155,21 +175,24 @@ def gal_step(z: Tensor,
             torch.enable_grad():
         z0 = z.detach().to(work_dtype).requires_grad_(True)
         loss = loss_fn(z0)
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise ValueError('loss_fn must return a 0-dim tensor (the '
-                             'scalar loss), got '
-                             f'{getattr(loss, "shape", type(loss))}')
+        if not isinstance(loss, Tensor) or tuple(loss.shape) != loss_shape:
+            raise ValueError(
+                'loss_fn must return ' +
+                (f'a ({loss_shape[0]}, ) tensor (one loss per group)'
+                 if grouped else 'a 0-dim tensor (the scalar loss)') +
+                f', got {getattr(loss, "shape", type(loss))}')
         if not loss.requires_grad:
             raise ValueError('loss_fn(z) does not depend on z (its result '
                              'has no gradient w.r.t. z): pass the loss '
                              'computed from the z it is given')
         loss = loss.to(work_dtype)
-        g, = torch.autograd.grad(loss, z0, allow_unused=True)
+        # Groups do not share rows, so the gradient of the sum is each
+        # group's own gradient.
+        g, = torch.autograd.grad(loss.sum(), z0, allow_unused=True)
         if g is None:
             raise ValueError('loss_fn(z) does not depend on z (z is not in '
                              'its graph): pass the loss computed from the z '
                              'it is given')
-        g = g.detach()
         zc = z0.detach()
 
         a = adjuster(zc.to(adj_dtype)).to(work_dtype)
@@ -179,47 +202,51 @@ def gal_step(z: Tensor,
         g_adj = g + adj
         eta = lr * gamma
         tentative = loss_fn(zc - eta * g_adj).to(work_dtype)
-        first = (g_adj * g).sum(-1)
-        first = first.sum() if remainder == 'taylor' else first.mean()
+        first = per_group((g_adj * g).sum(-1), mean=remainder == 'reference')
         rem = tentative - loss.detach() + eta * first
 
-        finite = (torch.isfinite(g).all() & torch.isfinite(adj).all()
-                  & torch.isfinite(tentative) & torch.isfinite(rem))
+        rows_ok = per_group(~(torch.isfinite(g) & torch.isfinite(adj)).all(
+            -1)) == 0
+        finite = rows_ok & torch.isfinite(tentative) & torch.isfinite(rem)
         if isinstance(lr, Tensor):
             # A device tensor is not read up front (that would sync): a
             # NaN, inf or negative lr makes the step non-finite instead
             # (vanilla gradient, counted).
             finite = finite & torch.isfinite(lr) & (lr >= 0)
+        all_finite = finite.all() if grouped else finite
         params = [p for p in adjuster.parameters() if p.requires_grad]
         if params and rem.requires_grad:
-            grads = torch.autograd.grad(rem.abs(), params, allow_unused=True)
+            grads = torch.autograd.grad(rem.abs().sum(), params,
+                                        allow_unused=True)
             for p, gp in zip(params, grads):
                 if gp is None:
                     continue
-                gp = torch.where(finite, gp, torch.zeros_like(gp))
+                gp = torch.where(all_finite, gp, torch.zeros_like(gp))
                 if p.grad is None:
                     p.grad = gp
                 else:
                     p.grad.add_(gp)
 
     tentative = tentative.detach()
+    loss = loss.detach()
     if policy == 'le':
-        adopt = tentative <= loss.detach()
+        adopt = tentative <= loss
     elif policy == 'lt':
-        adopt = tentative < loss.detach()
+        adopt = tentative < loss
     else:
-        adopt = torch.full((), policy == 'always', device=z.device)
+        adopt = torch.full(loss_shape, policy == 'always', device=z.device)
     adopt = adopt & finite
-    grad = torch.where(adopt, g_adj.detach(), g)
+    rows_adopt = adopt.reshape(loss_shape + (1, ) * (g.dim() - len(loss_shape)))
+    grad = torch.where(rows_adopt, g_adj.detach(), g)
 
     cos = (g * a.detach()).sum(-1) / (g_norm * a_norm.detach()).squeeze(
         -1).clamp_min(_EPS)
     return GALOutput(
         grad=grad.to(out_dtype),
         vanilla_grad=g.to(out_dtype),
-        loss=loss.detach(),
+        loss=loss,
         tentative_loss=tentative,
         remainder=rem.detach(),
         adopted=adopt,
         nonfinite=~finite,
-        cos_sim=cos.mean())
+        cos_sim=per_group(cos, mean=True))

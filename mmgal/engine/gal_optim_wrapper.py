@@ -316,17 +316,24 @@ class GALOptimWrapper(OptimWrapper):
         cfg.update(params=params, lr=lr)
         return OPTIMIZERS.build(cfg)
 
-    def gal_forward(self, z: Tensor, loss_fn) -> Tensor:
+    def gal_forward(self, z: Tensor, loss_fn, grouped: bool = False
+                    ) -> Tensor:
         """Run GAL on output features ``z`` of the head.
 
         Args:
             z (Tensor): The head's output features (in the model's graph).
             loss_fn (Callable): Maps a tensor shaped like z to the scalar
-                z-dependent part of the head's loss, with the same targets.
+                z-dependent part of the head's loss, with the same targets
+                (with ``grouped``: to the vector of each group's loss).
+            grouped (bool): z is (G, ..., d), G GAL problems solved in one
+                step with a decision each (see :func:`gal_step`); they
+                count as G steps for the adjuster's averaging and the
+                logged statistics.
 
         Returns:
-            Tensor: A 0-dim loss whose value is ``loss_fn(z)`` and whose
-            gradient w.r.t. z is the gradient GAL chose (g~ or g).
+            Tensor: A 0-dim loss whose value is ``loss_fn(z)`` (summed over
+            the groups) and whose gradient w.r.t. z is the gradient GAL
+            chose (g~ or g, per group).
         """
         out = gal_step(
             z,
@@ -336,24 +343,28 @@ class GALOptimWrapper(OptimWrapper):
             sigma=self.sigma,
             gamma=self.gamma,
             policy=self.policy,
-            remainder=self.remainder)
-        self._gal_micro_steps += 1
+            remainder=self.remainder,
+            grouped=grouped)
+        self._gal_micro_steps += out.adopted.numel()
         self._record(out)
-        return _InjectGrad.apply(z, out.loss, out.grad)
+        return _InjectGrad.apply(z, out.loss.sum(), out.grad)
 
     def _record(self, out) -> None:
-        # One vector per step, summed on the device: (|R|, adopted, cos,
-        # nonfinite, l - l', 1). Non-finite steps add 0 to the averages of
-        # |R|, cos and l - l' (their count is the finite steps).
+        # One vector per step (a grouped step: summed over its groups),
+        # kept on the device: (|R|, adopted, cos, nonfinite, l - l', steps).
+        # Non-finite steps add 0 to the sums of |R|, cos and l - l' (their
+        # averages are over the finite steps).
         finite = ~out.nonfinite
         zero = out.remainder.new_zeros(())
         vec = torch.stack([
-            torch.where(finite, out.remainder.abs(), zero).float(),
-            out.adopted.float(),
-            torch.where(finite, out.cos_sim, zero).float(),
-            out.nonfinite.float(),
-            torch.where(finite, out.loss - out.tentative_loss, zero).float(),
-            torch.ones((), dtype=torch.float32, device=zero.device)
+            torch.where(finite, out.remainder.abs(), zero).sum().float(),
+            out.adopted.sum().float(),
+            torch.where(finite, out.cos_sim, zero).sum().float(),
+            out.nonfinite.sum().float(),
+            torch.where(finite, out.loss - out.tentative_loss,
+                        zero).sum().float(),
+            torch.full((), out.adopted.numel(), dtype=torch.float32,
+                       device=zero.device)
         ])
         if self._stats is None:
             self._stats = vec

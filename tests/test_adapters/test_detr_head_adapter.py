@@ -35,11 +35,11 @@ class Recorder:
         self.sigma = sigma
         self.calls = []
 
-    def __call__(self, z, loss_fn):
+    def __call__(self, z, loss_fn, grouped=False):
         out = gal_step(z, loss_fn, self.adjuster, 1e-4, self.sigma,
-                       policy='always')
+                       policy='always', grouped=grouped)
         self.calls.append((z, out, loss_fn))
-        return _InjectGrad.apply(z, out.loss, out.grad)
+        return _InjectGrad.apply(z, out.loss.sum(), out.grad)
 
 
 def detr_head():
@@ -84,8 +84,9 @@ def test_detr_adapter_is_picked_for_the_detr_family_only():
         build_adapter(head)
 
 
+@pytest.mark.parametrize('batched', [False, True])
 def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
-        monkeypatch):
+        monkeypatch, batched):
     head = detr_head()
     hidden, gts, metas = inputs()
     cls, boxes = head(hidden)
@@ -101,7 +102,8 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     n_plain = len(assigns)
     (g_full, ) = torch.autograd.grad(sum(plain.values()), boxes)
 
-    adapter = build_adapter(head)
+    adapter = build_adapter(head, dict(type='DETRHeadAdapter',
+                                       batched=batched))
     rec = Recorder()
     adapter.install(rec)
     tapped = head.loss_by_feat(cls, boxes, gts, metas)
@@ -109,8 +111,13 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     assert tapped.keys() == plain.keys()
     for k in plain:
         assert torch.equal(tapped[k], plain[k]), k
-    assert len(rec.calls) == 6
     (g_tapped, ) = torch.autograd.grad(sum(tapped.values()), boxes)
+    if batched:  # one grouped step: its groups are the layers
+        assert len(rec.calls) == 1 and rec.calls[0][0].shape == (6, 2, 10, 4)
+        z, out, _ = rec.calls[0]
+        rec.calls = [(z[i], type(out)(*(f[i] for f in out)), None)
+                     for i in range(6)]
+    assert len(rec.calls) == 6
     for i, (z, out, loss_fn) in enumerate(rec.calls):
         assert z.shape == (2, 10, 4)
         # The tentative loss at z is the layer's L1 + GIoU, as logged.
@@ -124,7 +131,72 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
         assert not torch.equal(out.grad, out.vanilla_grad)
     adapter.remove()
     assert 'loss_by_feat_single' not in vars(head)
+    assert 'loss_by_feat' not in vars(head)
     assert 'get_targets' not in vars(head)
+
+
+def test_the_batched_step_equals_the_per_layer_path():
+    """One grouped GAL step over the 6 decoder layers gives the update of 6
+    per-layer steps: the boxes' gradients, the adjuster's gradient and the
+    logged statistics, within float tolerance."""
+    from mmgal.engine import GALOptimWrapper
+    hidden, gts, metas = inputs()
+    results = {}
+    for batched in (False, True):
+        head = detr_head()
+        cls, boxes = head(hidden)
+        boxes = boxes.detach().requires_grad_(True)
+        wrapper = GALOptimWrapper(torch.optim.SGD(head.parameters(),
+                                                  lr=1e-3), sigma=0.6,
+                                  arch=(64, 16), tentative_lr=0.1)
+        wrapper.setup_adjuster(4)
+        adapter = build_adapter(head, dict(type='DETRHeadAdapter',
+                                           batched=batched))
+        adapter.install(wrapper.gal_forward)
+        losses = head.loss_by_feat(cls.detach(), boxes, gts, metas)
+        (g_boxes, ) = torch.autograd.grad(sum(losses.values()), boxes)
+        results[batched] = dict(
+            losses={k: v.detach() for k, v in losses.items()},
+            g_boxes=g_boxes,
+            adjuster_grads=[p.grad.clone()
+                            for p in wrapper.adjuster.parameters()],
+            steps=wrapper._gal_micro_steps,
+            stats=wrapper.pop_gal_stats())
+    per_layer, batched = results[False], results[True]
+    assert per_layer['steps'] == batched['steps'] == 6
+    for k, v in per_layer['losses'].items():
+        assert torch.equal(v, batched['losses'][k]), k
+    torch.testing.assert_close(batched['g_boxes'], per_layer['g_boxes'])
+    assert any(p.abs().sum() > 0 for p in batched['adjuster_grads'])
+    for p, q in zip(batched['adjuster_grads'], per_layer['adjuster_grads']):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-7)
+    assert per_layer['stats'].keys() == batched['stats'].keys()
+    for k, v in per_layer['stats'].items():
+        assert batched['stats'][k] == pytest.approx(v, rel=1e-4,
+                                                    abs=1e-7), k
+    # Some layers adopted g~ and some not: the decision is per layer.
+    assert 0 < batched['stats']['adopt_rate'] < 1
+
+
+def test_the_batched_loss_reads_no_tensor_value_on_the_host(monkeypatch):
+    head = detr_head()
+    hidden, gts, metas = inputs()
+    cls, boxes = head(hidden)
+    rec = Recorder()
+    build_adapter(head).install(rec)
+    head.loss_by_feat(cls.detach(), boxes.detach().requires_grad_(), gts,
+                      metas)
+    (z, _, loss_fn), = rec.calls
+    reads = []
+    for name in ('__bool__', 'item', 'tolist', '__float__', '__int__'):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=orig, _n=name, **k:
+                            reads.append(_n) or _o(self, *a, **k))
+    rec.calls.clear()
+    rec(z.detach(), loss_fn, grouped=True)
+    monkeypatch.undo()
+    assert reads == []
 
 
 def test_the_classification_loss_is_untouched():

@@ -439,3 +439,66 @@ def test_a_nan_lr_in_a_cuda_tensor_is_guarded():
                    torch.tensor(float('nan'), dtype=z.dtype, device='cuda'),
                    0.5)
     assert bool(out.nonfinite) and not bool(out.adopted)
+
+
+@pytest.mark.parametrize('policy', ['le', 'always'])
+@pytest.mark.parametrize('remainder', ['taylor', 'reference'])
+def test_a_grouped_step_equals_one_step_per_group(policy, remainder):
+    """G problems in one step: per-group outputs and the summed adjuster
+    gradient of G separate steps (DETR's decoder layers)."""
+    gen = torch.Generator().manual_seed(3)
+    G, B, Q, d = 3, 2, 5, 4
+    z = torch.randn(G, B, Q, d, generator=gen, dtype=torch.float64)
+    t = torch.randn(G, B, Q, d, generator=gen, dtype=torch.float64)
+    w = torch.rand(G, B, Q, 1, generator=gen, dtype=torch.float64)
+
+    def group_loss(zz, k):
+        return ((zz - t[k]).abs() * w[k]).sum() / (k + 1.5)
+
+    grouped_adj = GradientAdjuster(d, (8, 6)).double()
+    single_adj = GradientAdjuster(d, (8, 6)).double()
+    single_adj.load_state_dict(grouped_adj.state_dict())
+    out = gal_step(z, lambda zz: torch.stack(
+        [group_loss(zz[k], k) for k in range(G)]), grouped_adj, 0.3, 0.4,
+                   policy=policy, remainder=remainder, grouped=True)
+    singles = [gal_step(z[k], lambda zz, k=k: group_loss(zz, k), single_adj,
+                        0.3, 0.4, policy=policy, remainder=remainder)
+               for k in range(G)]
+    for field in ('loss', 'tentative_loss', 'remainder', 'adopted',
+                  'nonfinite', 'cos_sim'):
+        expected = torch.stack([getattr(o, field) for o in singles])
+        got = getattr(out, field)
+        assert got.shape == (G, ), field
+        if expected.dtype == torch.bool:
+            assert torch.equal(got, expected), field
+        else:
+            torch.testing.assert_close(got, expected, msg=field)
+    torch.testing.assert_close(out.grad,
+                               torch.stack([o.grad for o in singles]))
+    for p, q in zip(grouped_adj.parameters(), single_adj.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_grouped_adoption_is_decided_per_group():
+    # Group 0: a quadratic away from its minimum (the tentative step
+    # descends: adopted); group 1: |z - 1| at its minimum (g = 0, the
+    # tentative loss cannot go lower: 'lt' does not adopt).
+    z = torch.full((2, 3, 2), 1.0, dtype=torch.float64)
+
+    def loss_fn(zz):
+        return torch.stack([(zz[0]**2).sum(), (zz[1] - 1).abs().sum()])
+
+    out = gal_step(z, loss_fn, FixedAdjuster(torch.tensor(
+        [1.0, -1.0], dtype=torch.float64)), 0.1, 0.5, policy='lt',
+                   grouped=True)
+    assert out.adopted.tolist() == [True, False]
+    torch.testing.assert_close(out.grad[1], out.vanilla_grad[1])
+    assert not torch.equal(out.grad[0], out.vanilla_grad[0])
+
+
+def test_grouped_loss_shape_is_checked():
+    z = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r'loss_fn must return a \(2, \) '
+                       r'tensor \(one loss per group\)'):
+        gal_step(z, lambda zz: zz.sum(), LinearAdjuster(4, torch.float32),
+                 0.1, 0.1, grouped=True)

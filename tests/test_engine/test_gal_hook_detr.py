@@ -123,19 +123,24 @@ def test_one_gal_iteration_for_each_supported_head(tiny_coco, tmp_path,
     orig = DETRHeadAdapter.install
 
     def counting_install(self, gal_forward):
-        return orig(self, lambda z, fn: calls.append(z.shape) or
-                    gal_forward(z, fn))
+        def counting(z, fn, grouped=False):
+            calls.append((z.shape, grouped))
+            return gal_forward(z, fn, grouped=grouped)
+
+        return orig(self, counting)
 
     DETRHeadAdapter.install = counting_install
     try:
         runner.train()
     finally:
         DETRHeadAdapter.install = orig
-    # One GAL step per decoder layer (6), plus the encoder's proposals
-    # for two-stage heads (DINO).
+    # One grouped GAL step per iteration over the decoder layers (6), plus
+    # the encoder's proposals for two-stage heads (DINO).
     expected = 7 if head == 'DINOHead' else 6
-    assert len(calls) == expected, calls
-    assert all(s[-1] == 4 for s in calls)
+    assert len(calls) == 1, calls
+    (shape, grouped), = calls
+    assert grouped and shape[0] == expected and shape[-1] == 4, calls
+    assert runner.optim_wrapper._gal_micro_steps == 0  # stepped
     assert adjuster_moved(runner.optim_wrapper)
     hub = runner.message_hub
     assert math.isfinite(hub.get_scalar('train/loss').current())
