@@ -21,10 +21,16 @@ median per-iteration time over ``--repeats`` repeats. Memory: on CUDA the
 peak allocated bytes of an iteration; on CPU, where PyTorch keeps no such
 counter, each arm runs in a fresh subprocess and reports its peak resident
 set size over the timed iterations (after warm-up) and the part of it above
-the resident size before them. With
-``--sync-debug`` on CUDA, the GAL arm runs under
-``torch.cuda.set_sync_debug_mode('error')``, so any host-device
-synchronisation GAL adds raises.
+the resident size before them.
+
+Synchronisations (``--syncs``, on by default): each arm runs ``--sync-iters``
+steps after warm-up while they are counted, and the table gives the count
+per step and what GAL adds. On CUDA these are the host-device
+synchronisations ``torch.cuda.set_sync_debug_mode('warn')`` reports (one
+warning each; 'error' mode cannot isolate GAL, as the baseline step itself
+synchronises). On the CPU, where nothing synchronises, the same column
+counts host reads of tensor values (``item``, ``bool``, ``tolist``,
+``float``, ``int``, ``numpy``), which become synchronisations on a GPU.
 """
 import argparse
 import json
@@ -188,7 +194,7 @@ def _sync(device):
 
 
 def time_case(case, device, amp, iters, repeats, warmup, detr_size,
-              sync_debug=False):
+              sync_iters=0):
     steps = {
         arm: build_step(case, arm == 'gal', device, amp, detr_size)
         for arm in ('baseline', 'gal')
@@ -197,24 +203,65 @@ def time_case(case, device, amp, iters, repeats, warmup, detr_size,
         for _ in range(warmup):
             step()
     _sync(device)
+    syncs = {
+        arm: count_syncs(step, device, sync_iters)
+        for arm, step in steps.items()
+    } if sync_iters else None
     times = {'baseline': [], 'gal': []}
     for r in range(repeats):
         order = ('baseline', 'gal') if r % 2 == 0 else ('gal', 'baseline')
         for arm in order:
             _sync(device)
             t0 = time.perf_counter()
-            if sync_debug and arm == 'gal':
-                torch.cuda.set_sync_debug_mode('error')
-            try:
-                for _ in range(iters):
-                    steps[arm]()
-            finally:
-                if sync_debug:
-                    torch.cuda.set_sync_debug_mode(0)
+            for _ in range(iters):
+                steps[arm]()
             _sync(device)
             times[arm].append((time.perf_counter() - t0) / iters)
     med = {arm: statistics.median(v) for arm, v in times.items()}
-    return med, times
+    return med, times, syncs
+
+
+_HOST_READS = ('item', '__bool__', 'tolist', '__float__', '__int__',
+               'numpy')
+
+
+def count_syncs(step, device: str, iters: int) -> float:
+    """Synchronisations (CUDA) or host reads of tensor values (CPU) per
+    call of ``step``, counted over ``iters`` calls."""
+    import warnings
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            torch.cuda.set_sync_debug_mode('warn')
+            try:
+                for _ in range(iters):
+                    step()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        n = sum('synchroniz' in str(w.message) for w in caught)
+        return n / iters
+    count = [0]
+    originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
+
+    def counting(name):
+        orig = originals[name]
+
+        def wrapped(self, *args, **kwargs):
+            count[0] += 1
+            return orig(self, *args, **kwargs)
+
+        return wrapped
+
+    try:
+        for name in _HOST_READS:
+            setattr(torch.Tensor, name, counting(name))
+        for _ in range(iters):
+            step()
+    finally:
+        for name, orig in originals.items():
+            setattr(torch.Tensor, name, orig)
+    return count[0] / iters
 
 
 def memory_case(case, device, amp, iters, warmup, detr_size):
@@ -284,7 +331,9 @@ def main(argv=None):
     p.add_argument('--repeats', type=int, default=11)
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--detr-size', type=int, default=128)
-    p.add_argument('--sync-debug', action='store_true')
+    p.add_argument('--sync-iters', type=int, default=2,
+                   help='steps over which synchronisations are counted '
+                   '(0: do not count)')
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--out', help='write the results as JSON here')
@@ -298,13 +347,14 @@ def main(argv=None):
     cases = CASES if args.case == 'all' else (args.case, )
     rows = []
     for case in cases:
-        med, times = time_case(case, args.device, args.amp, args.iters,
-                               args.repeats, args.warmup, args.detr_size,
-                               args.sync_debug)
+        med, times, syncs = time_case(case, args.device, args.amp,
+                                      args.iters, args.repeats, args.warmup,
+                                      args.detr_size, args.sync_iters)
         mem = None if args.no_memory else memory_case(
             case, args.device, args.amp, args.iters, args.warmup,
             args.detr_size)
-        rows.append(dict(case=case, median_s=med, times_s=times, memory=mem))
+        rows.append(dict(case=case, median_s=med, times_s=times, memory=mem,
+                         syncs=syncs))
         print(f'[{case}] baseline {med["baseline"] * 1e3:.2f} ms, GAL '
               f'{med["gal"] * 1e3:.2f} ms', file=sys.stderr)
     machine = (f'{platform.node()}: {platform.processor() or "cpu"}, '
@@ -315,9 +365,13 @@ def main(argv=None):
     print(f'\nmachine: {machine}; amp: {args.amp}; median of '
           f'{args.repeats} repeats x {args.iters} iterations, arms '
           'interleaved\n')
+    sync_kind = ('host-device syncs' if args.device.startswith('cuda') else
+                 'host reads')
     print('| case | baseline ms/iter | GAL ms/iter | time ratio | '
-          'baseline peak mem | GAL peak mem | mem ratio | GAL - baseline |')
-    print('|---|---|---|---|---|---|---|---|')
+          'baseline peak mem | GAL peak mem | mem ratio | GAL - baseline | '
+          f'baseline {sync_kind}/iter | GAL {sync_kind}/iter | '
+          'added by GAL |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
         b, g = row['median_s']['baseline'], row['median_s']['gal']
         if row['memory']:
@@ -328,8 +382,11 @@ def main(argv=None):
                    f'{(mg["peak"] - mb["peak"]) / 2**20:+.1f} MiB')
         else:
             mem = '- | - | - | -'
+        sy = row['syncs']
+        sync = (f'{sy["baseline"]:g} | {sy["gal"]:g} | '
+                f'{sy["gal"] - sy["baseline"]:+g}') if sy else '- | - | -'
         print(f'| {row["case"]} | {b * 1e3:.2f} | {g * 1e3:.2f} | '
-              f'{g / b:.3f} | {mem} |')
+              f'{g / b:.3f} | {mem} | {sync} |')
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:

@@ -426,3 +426,35 @@ def test_gal_state_without_dim_is_a_clear_error():
     with pytest.raises(ValueError, match=r"lacks \['dim'\]: it was not "
                        'written by GALOptimWrapper'):
         wrapper.load_state_dict(state)
+
+
+@pytest.mark.parametrize('adjuster_optimizer', [
+    None, dict(type='Adam'), dict(type='AdamW', weight_decay=0.01),
+    dict(type='RMSprop', alpha=0.9)])
+def test_fast_adjuster_optimizer_matches_the_eager_one(adjuster_optimizer):
+    results = {}
+    for fast in ('auto', 'eager'):
+        model, wrapper = make(arch=(8, ), sigma=0.1, fast=fast,
+                              adjuster_optimizer=adjuster_optimizer)
+        wrapper.setup_adjuster(4)
+        for seed in range(3):
+            x, y = batch(seed)
+            wrapper.update_params(
+                wrapper.gal_forward(model(x),
+                                    lambda t: F.cross_entropy(t, y)))
+        results[fast] = (wrapper, [p.detach().clone()
+                                   for p in wrapper.adjuster.parameters()])
+    fast_opt, eager_opt = (results[k][0].adjuster_optimizer
+                           for k in ('auto', 'eager'))
+    flags = fast_opt.defaults
+    assert flags.get('fused') or flags.get('foreach')
+    assert not eager_opt.defaults.get('fused') and \
+        not eager_opt.defaults.get('foreach')
+    for p, q in zip(results['auto'][1], results['eager'][1]):
+        torch.testing.assert_close(p, q)
+
+
+def test_fast_is_checked():
+    with pytest.raises(ValueError, match=r"fast must be one of \('auto', "
+                       r"'eager'\), got 'graph'"):
+        make(fast='graph')
