@@ -48,6 +48,40 @@ def test_overhead_benchmark_prints_a_ratio_table(capsys):
     assert '| mlp |' in out
 
 
+def test_overhead_counts_host_reads_per_step_in_both_arms():
+    import torch
+    x = torch.ones(3)
+
+    def reads_twice():
+        x.sum().item()
+        bool(x.all())
+
+    assert overhead.count_syncs(reads_twice, 'cpu', 3) == 2
+    assert overhead.count_syncs(lambda: x.sum(), 'cpu', 3) == 0
+    rows = overhead.main(['--case', 'mlp', '--iters', '1', '--repeats', '1',
+                          '--warmup', '1', '--no-memory', '--sync-iters',
+                          '1'])
+    assert set(rows[0]['syncs']) == {'baseline', 'gal'}
+
+
+def test_bad_inputs_get_errors_and_only_the_expected_cases_pass(
+        data_root, tmp_path):
+    import bad_inputs
+    rows = bad_inputs.main(['--data-root', data_root, '--out',
+                            str(tmp_path / 't.md')])
+    passed = {what for _, what, got in rows if got.startswith('ok')}
+    assert passed == {
+        'sigma=np.float32(0.01)', 'sigma=0.9',
+        'resume with adjuster_optimizer SGD -> Adam',
+        'make_digits_images(DIR)', 'make_digits_images(DIR, seed=1) again'
+    }
+    warned = {what for _, what, got in rows if 'warning:' in got}
+    assert warned == passed - {'sigma=np.float32(0.01)',
+                               'make_digits_images(DIR)'}
+    assert all('<tmp>' in got or '/tmp' not in got for _, _, got in rows)
+    assert (tmp_path / 't.md').read_text().startswith('| where |')
+
+
 def test_overhead_memory_child_reports_peak_rss():
     res = overhead.memory_case('mlp', 'cpu', False, 1, 0, 128)
     for arm in ('baseline', 'gal'):
