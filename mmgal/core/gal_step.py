@@ -97,6 +97,27 @@ def _check_lr(lr) -> None:
     check_real('lr', lr)
 
 
+def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _accumulate(params: list, grads: tuple, keep: Tensor) -> None:
+    """Add ``grads`` to the parameters' ``.grad`` where ``keep`` (a bool
+    tensor) is true, else add nothing: one masked copy over all of them
+    (a NaN gradient must not reach ``.grad``, so no multiply-by-0)."""
+    pairs = [(p, gp) for p, gp in zip(params, grads) if gp is not None]
+    if not pairs:
+        return
+    for p, _ in pairs:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([gp.reshape(-1) for _, gp in pairs])
+    flat = torch.where(keep, flat, flat.new_zeros(()))
+    torch._foreach_add_([p.grad for p, _ in pairs],
+                        [part.view_as(p) for (p, _), part in zip(
+                            pairs, flat.split([p.numel() for p, _ in pairs]))])
+
+
 def _rownorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
@@ -173,7 +194,7 @@ def gal_step(z: Tensor,
     adj_dtype = next((p.dtype for p in adjuster.parameters()), work_dtype)
     with torch.autocast(device_type=z.device.type, enabled=False), \
             torch.enable_grad():
-        z0 = z.detach().to(work_dtype).requires_grad_(True)
+        z0 = _cast(z.detach(), work_dtype).requires_grad_(True)
         loss = loss_fn(z0)
         if not isinstance(loss, Tensor) or tuple(loss.shape) != loss_shape:
             raise ValueError(
@@ -185,29 +206,31 @@ def gal_step(z: Tensor,
             raise ValueError('loss_fn(z) does not depend on z (its result '
                              'has no gradient w.r.t. z): pass the loss '
                              'computed from the z it is given')
-        loss = loss.to(work_dtype)
+        loss = _cast(loss, work_dtype)
         # Groups do not share rows, so the gradient of the sum is each
         # group's own gradient.
-        g, = torch.autograd.grad(loss.sum(), z0, allow_unused=True)
+        g, = torch.autograd.grad(loss.sum() if grouped else loss, z0,
+                                 allow_unused=True)
         if g is None:
             raise ValueError('loss_fn(z) does not depend on z (z is not in '
                              'its graph): pass the loss computed from the z '
                              'it is given')
         zc = z0.detach()
 
-        a = adjuster(zc.to(adj_dtype)).to(work_dtype)
+        a = _cast(adjuster(_cast(zc, adj_dtype)), work_dtype)
         g_norm = _rownorm(g)
         a_norm = _rownorm(a)
         adj = a * (sigma * g_norm / a_norm.clamp_min(_EPS))
         g_adj = g + adj
         eta = lr * gamma
-        tentative = loss_fn(zc - eta * g_adj).to(work_dtype)
+        tentative = _cast(loss_fn(zc - eta * g_adj), work_dtype)
         first = per_group((g_adj * g).sum(-1), mean=remainder == 'reference')
         rem = tentative - loss.detach() + eta * first
 
-        rows_ok = per_group(~(torch.isfinite(g) & torch.isfinite(adj)).all(
-            -1)) == 0
-        finite = rows_ok & torch.isfinite(tentative) & torch.isfinite(rem)
+        # R is finite exactly when g, the adjustment and l' all are: a NaN
+        # or inf in any row of g or of the adjustment reaches <g~, g> (inf
+        # times 0 or minus inf is NaN), and l' enters R directly.
+        finite = torch.isfinite(rem)
         if isinstance(lr, Tensor):
             # A device tensor is not read up front (that would sync): a
             # NaN, inf or negative lr makes the step non-finite instead
@@ -216,16 +239,10 @@ def gal_step(z: Tensor,
         all_finite = finite.all() if grouped else finite
         params = [p for p in adjuster.parameters() if p.requires_grad]
         if params and rem.requires_grad:
-            grads = torch.autograd.grad(rem.abs().sum(), params,
+            objective = rem.abs().sum() if grouped else rem.abs()
+            grads = torch.autograd.grad(objective, params,
                                         allow_unused=True)
-            for p, gp in zip(params, grads):
-                if gp is None:
-                    continue
-                gp = torch.where(all_finite, gp, torch.zeros_like(gp))
-                if p.grad is None:
-                    p.grad = gp
-                else:
-                    p.grad.add_(gp)
+            _accumulate(params, grads, all_finite)
 
     tentative = tentative.detach()
     loss = loss.detach()
@@ -242,8 +259,8 @@ def gal_step(z: Tensor,
     cos = (g * a.detach()).sum(-1) / (g_norm * a_norm.detach()).squeeze(
         -1).clamp_min(_EPS)
     return GALOutput(
-        grad=grad.to(out_dtype),
-        vanilla_grad=g.to(out_dtype),
+        grad=_cast(grad, out_dtype),
+        vanilla_grad=_cast(g, out_dtype),
         loss=loss,
         tentative_loss=tentative,
         remainder=rem.detach(),
