@@ -51,6 +51,9 @@ CASES = ('resnet18', 'detr', 'mlp')
 
 
 # ---------------------------------------------------------------- the arms
+FAST = 'auto'  # GALOptimWrapper.fast for the GAL arms (--fast)
+
+
 def _classifier(gal: bool, device: str, amp: bool, config: str,
                 size: int, batch: int, num_classes: int):
     """A stock MMPretrain classifier config and its GAL twin."""
@@ -62,6 +65,8 @@ def _classifier(gal: bool, device: str, amp: bool, config: str,
 
     name = config.format('-gal' if gal else '')
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmpretrain', name))
+    if gal:
+        cfg.optim_wrapper.fast = FAST
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
@@ -103,6 +108,8 @@ def _detr(gal: bool, device: str, amp: bool, size: int = 128):
                  if gal else 'detr_r50_8xb2-150e_coco.py'))
     init_default_scope('mmdet')
     cfg.model.backbone.init_cfg = None
+    if gal:
+        cfg.optim_wrapper.fast = FAST
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
     wrapper = build_optim_wrapper(model, _with_amp(cfg.optim_wrapper, amp))
@@ -142,13 +149,18 @@ def _install_gal(head, wrapper, device):
 def _mlp(gal: bool, device: str, amp: bool):
     import torch.nn.functional as F
 
-    from mmgal.core import build_adjuster, gal_step
+    from mmgal.core import CompiledGALStep, build_adjuster, gal_step
     from mmgal.regression import MLPRegressor
     torch.manual_seed(0)
     model = MLPRegressor(8, (256, 64)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     adjuster = build_adjuster('mlp', 1, (128, 2)).to(device)
-    adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-3)
+    # As GALOptimWrapper(fast=FAST) would: the standalone trainer's
+    # for-loop Adam with 'eager', the fused one otherwise.
+    adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-3,
+                               **({} if FAST == 'eager' else
+                                  dict(fused=True)))
+    step_fn = CompiledGALStep() if FAST == 'compile' else gal_step
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 8, generator=gen).to(device)
     y = torch.randn(200, 1, generator=gen).to(device)
@@ -157,8 +169,8 @@ def _mlp(gal: bool, device: str, amp: bool):
         pred = model(x)
         opt.zero_grad(set_to_none=True)
         if gal:
-            out = gal_step(pred, lambda z: F.mse_loss(z, y), adjuster,
-                           opt.param_groups[0]['lr'], 0.1)
+            out = step_fn(pred, lambda z: F.mse_loss(z, y), adjuster,
+                          opt.param_groups[0]['lr'], 0.1)
             pred.backward(out.grad)
             adj_opt.step()
             adj_opt.zero_grad(set_to_none=True)
@@ -285,7 +297,8 @@ def memory_case(case, device, amp, iters, warmup, detr_size):
     res = {}
     for arm in ('baseline', 'gal'):
         out = subprocess.run(
-            [sys.executable, __file__, '--rss-child', case, arm,
+            [sys.executable, __file__, '--rss-child', case, arm, '--fast',
+             FAST,
              '--iters', str(iters), '--warmup', str(warmup),
              '--detr-size', str(detr_size)],
             capture_output=True, text=True, check=True)
@@ -336,11 +349,19 @@ def main(argv=None):
                    '(0: do not count)')
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--fast', default='auto',
+                   choices=('auto', 'compile', 'eager'),
+                   help="GALOptimWrapper.fast of the GAL arms (the MLP arm: "
+                   "'eager' = the standalone trainer's for-loop Adam and "
+                   "eager step, 'auto' = fused Adam, 'compile' = fused Adam "
+                   'and the compiled step)')
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--rss-child', nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global FAST
+    FAST = args.fast
     if args.rss_child:
         return rss_child(*args.rss_child, args.iters, args.warmup,
                          args.detr_size)

@@ -2,11 +2,14 @@
 from .adjusters import (ADJUSTER_KINDS, CNNGradientAdjuster, GradientAdjuster,
                         NoiseGradientAdjuster, build_adjuster,
                         check_arch)
+from .compiled_step import CompiledGALStep
 from .gal_step import (POLICIES, REMAINDERS, GALOutput, check_gal_args,
-                       check_real, gal_step, is_real)
+                       check_real, check_step_args, gal_step,
+                       is_real)
 
 __all__ = [
     'ADJUSTER_KINDS', 'POLICIES', 'REMAINDERS', 'GradientAdjuster',
     'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster', 'check_arch',
-    'GALOutput', 'check_gal_args', 'check_real', 'gal_step', 'is_real'
+    'CompiledGALStep', 'GALOutput', 'check_gal_args', 'check_real', 'check_step_args', 'gal_step',
+    'is_real'
 ]

@@ -122,6 +122,104 @@ def _rownorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
 
+def _per_group(x: Tensor, grouped: bool, mean: bool = False) -> Tensor:
+    """Sum (or mean) of per-row values x over each group's rows (over all
+    rows when not grouped)."""
+    if grouped:
+        x = x.flatten(1)
+        return x.mean(1) if mean else x.sum(1)
+    return x.mean() if mean else x.sum()
+
+
+def _remainder(zc: Tensor, g: Tensor, loss: Tensor, a: Tensor, loss_fn,
+               lr, sigma: float, gamma: float, remainder: str,
+               grouped: bool):
+    """Eq. 4-5 and the remainder: (adjustment, g~, l', R), each
+    differentiable w.r.t. the adjuster's output a."""
+    g_norm = _rownorm(g)
+    a_norm = _rownorm(a)
+    adj = a * (sigma * g_norm / a_norm.clamp_min(_EPS))
+    g_adj = g + adj
+    eta = lr * gamma
+    tentative = loss_fn(zc - eta * g_adj)
+    first = _per_group((g_adj * g).sum(-1), grouped,
+                       mean=remainder == 'reference')
+    rem = tentative.to(loss.dtype) - loss + eta * first
+    return adj, g_adj, tentative, rem
+
+
+def _finite(rem: Tensor, lr) -> Tensor:
+    # R is finite exactly when g, the adjustment and l' all are: a NaN or
+    # inf in any row of g or of the adjustment reaches <g~, g> (inf times
+    # 0 or minus inf is NaN), and l' enters R directly.
+    finite = torch.isfinite(rem)
+    if isinstance(lr, Tensor):
+        # A device tensor is not read up front (that would sync): a NaN,
+        # inf or negative lr makes the step non-finite instead (vanilla
+        # gradient, counted).
+        finite = finite & torch.isfinite(lr) & (lr >= 0)
+    return finite
+
+
+def _decide(loss: Tensor, tentative: Tensor, rem: Tensor, finite: Tensor,
+            g: Tensor, g_adj: Tensor, a: Tensor, policy: str,
+            grouped: bool, out_dtype: torch.dtype) -> GALOutput:
+    """Algorithm 1, lines 7-10, per group, and the logged cosine."""
+    if policy == 'le':
+        adopt = tentative <= loss
+    elif policy == 'lt':
+        adopt = tentative < loss
+    else:
+        adopt = torch.full(loss.shape, policy == 'always', device=g.device)
+    adopt = adopt & finite
+    rows_adopt = adopt.reshape(adopt.shape + (1, ) * (g.dim() - adopt.dim()))
+    grad = torch.where(rows_adopt, g_adj, g)
+    cos = (g * a).sum(-1) / (_rownorm(g) * _rownorm(a)).squeeze(
+        -1).clamp_min(_EPS)
+    return GALOutput(
+        grad=_cast(grad, out_dtype),
+        vanilla_grad=_cast(g, out_dtype),
+        loss=loss,
+        tentative_loss=tentative,
+        remainder=rem,
+        adopted=adopt,
+        nonfinite=~finite,
+        cos_sim=_per_group(cos, grouped, mean=True))
+
+
+def _check_loss(loss, loss_shape: tuple, grouped: bool) -> None:
+    if not isinstance(loss, Tensor) or tuple(loss.shape) != loss_shape:
+        raise ValueError(
+            'loss_fn must return ' +
+            (f'a ({loss_shape[0]}, ) tensor (one loss per group)'
+             if grouped else 'a 0-dim tensor (the scalar loss)') +
+            f', got {getattr(loss, "shape", type(loss))}')
+
+
+def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
+                    gamma: float, policy: str, remainder: str,
+                    grouped: bool) -> tuple:
+    """``ValueError`` naming the first bad argument of a GAL step; returns
+    the shape the loss must have (``(G, )`` grouped, else ``()``)."""
+    check_gal_args(sigma, gamma, policy, remainder)
+    _check_lr(lr)
+    if not isinstance(z, Tensor) or not z.is_floating_point():
+        raise ValueError('z must be a floating-point tensor (the gradient '
+                         'w.r.t. integer features is not defined), got '
+                         f'{getattr(z, "dtype", type(z))}')
+    dim = getattr(adjuster, 'dim', None)
+    if z.dim() < 1 + grouped or z.shape[-1] != dim:
+        raise ValueError(f"z's last dimension must equal the adjuster's dim "
+                         f'({dim}), got z of shape {tuple(z.shape)}' +
+                         (' (grouped: (G, ..., d))' if grouped else ''))
+    if dim == 1 and sigma >= 1:
+        raise ValueError(
+            f'sigma must be < 1 when z has a single feature (d = 1), got '
+            f'{sigma!r}: with d = 1 the adjustment is +-sigma*|g| and can '
+            f'cancel the gradient exactly, so training stalls')
+    return tuple(z.shape[:1]) if grouped else ()
+
+
 def gal_step(z: Tensor,
              loss_fn: Callable[[Tensor], Tensor],
              adjuster: nn.Module,
@@ -162,31 +260,8 @@ def gal_step(z: Tensor,
     Returns:
         GALOutput: see its docstring.
     """
-    check_gal_args(sigma, gamma, policy, remainder)
-    _check_lr(lr)
-    if not isinstance(z, Tensor) or not z.is_floating_point():
-        raise ValueError('z must be a floating-point tensor (the gradient '
-                         'w.r.t. integer features is not defined), got '
-                         f'{getattr(z, "dtype", type(z))}')
-    dim = getattr(adjuster, 'dim', None)
-    if z.dim() < 1 + grouped or z.shape[-1] != dim:
-        raise ValueError(f"z's last dimension must equal the adjuster's dim "
-                         f'({dim}), got z of shape {tuple(z.shape)}' +
-                         (' (grouped: (G, ..., d))' if grouped else ''))
-    if dim == 1 and sigma >= 1:
-        raise ValueError(
-            f'sigma must be < 1 when z has a single feature (d = 1), got '
-            f'{sigma!r}: with d = 1 the adjustment is +-sigma*|g| and can '
-            f'cancel the gradient exactly, so training stalls')
-    loss_shape = tuple(z.shape[:1]) if grouped else ()
-
-    def per_group(x: Tensor, mean: bool = False) -> Tensor:
-        """Sum (or mean) of per-row values x over each group's rows."""
-        if grouped:
-            x = x.flatten(1)
-            return x.mean(1) if mean else x.sum(1)
-        return x.mean() if mean else x.sum()
-
+    loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
+                                 remainder, grouped)
     out_dtype = z.dtype
     # GAL's maths run in (at least) fp32 and outside autocast, so fp16/bf16
     # features neither overflow nor lose the small tentative differences.
@@ -196,12 +271,7 @@ def gal_step(z: Tensor,
             torch.enable_grad():
         z0 = _cast(z.detach(), work_dtype).requires_grad_(True)
         loss = loss_fn(z0)
-        if not isinstance(loss, Tensor) or tuple(loss.shape) != loss_shape:
-            raise ValueError(
-                'loss_fn must return ' +
-                (f'a ({loss_shape[0]}, ) tensor (one loss per group)'
-                 if grouped else 'a 0-dim tensor (the scalar loss)') +
-                f', got {getattr(loss, "shape", type(loss))}')
+        _check_loss(loss, loss_shape, grouped)
         if not loss.requires_grad:
             raise ValueError('loss_fn(z) does not depend on z (its result '
                              'has no gradient w.r.t. z): pass the loss '
@@ -216,54 +286,18 @@ def gal_step(z: Tensor,
                              'its graph): pass the loss computed from the z '
                              'it is given')
         zc = z0.detach()
-
+        loss = loss.detach()
         a = _cast(adjuster(_cast(zc, adj_dtype)), work_dtype)
-        g_norm = _rownorm(g)
-        a_norm = _rownorm(a)
-        adj = a * (sigma * g_norm / a_norm.clamp_min(_EPS))
-        g_adj = g + adj
-        eta = lr * gamma
-        tentative = _cast(loss_fn(zc - eta * g_adj), work_dtype)
-        first = per_group((g_adj * g).sum(-1), mean=remainder == 'reference')
-        rem = tentative - loss.detach() + eta * first
-
-        # R is finite exactly when g, the adjustment and l' all are: a NaN
-        # or inf in any row of g or of the adjustment reaches <g~, g> (inf
-        # times 0 or minus inf is NaN), and l' enters R directly.
-        finite = torch.isfinite(rem)
-        if isinstance(lr, Tensor):
-            # A device tensor is not read up front (that would sync): a
-            # NaN, inf or negative lr makes the step non-finite instead
-            # (vanilla gradient, counted).
-            finite = finite & torch.isfinite(lr) & (lr >= 0)
-        all_finite = finite.all() if grouped else finite
+        adj, g_adj, tentative, rem = _remainder(zc, g, loss, a, loss_fn, lr,
+                                                sigma, gamma, remainder,
+                                                grouped)
+        finite = _finite(rem, lr)
         params = [p for p in adjuster.parameters() if p.requires_grad]
         if params and rem.requires_grad:
             objective = rem.abs().sum() if grouped else rem.abs()
             grads = torch.autograd.grad(objective, params,
                                         allow_unused=True)
-            _accumulate(params, grads, all_finite)
-
-    tentative = tentative.detach()
-    loss = loss.detach()
-    if policy == 'le':
-        adopt = tentative <= loss
-    elif policy == 'lt':
-        adopt = tentative < loss
-    else:
-        adopt = torch.full(loss_shape, policy == 'always', device=z.device)
-    adopt = adopt & finite
-    rows_adopt = adopt.reshape(loss_shape + (1, ) * (g.dim() - len(loss_shape)))
-    grad = torch.where(rows_adopt, g_adj.detach(), g)
-
-    cos = (g * a.detach()).sum(-1) / (g_norm * a_norm.detach()).squeeze(
-        -1).clamp_min(_EPS)
-    return GALOutput(
-        grad=_cast(grad, out_dtype),
-        vanilla_grad=_cast(g, out_dtype),
-        loss=loss,
-        tentative_loss=tentative,
-        remainder=rem.detach(),
-        adopted=adopt,
-        nonfinite=~finite,
-        cos_sim=per_group(cos, mean=True))
+            _accumulate(params, grads, finite.all() if grouped else finite)
+    return _decide(loss, _cast(tentative.detach(), work_dtype), rem.detach(),
+                   finite, g, g_adj.detach(), a.detach(), policy, grouped,
+                   out_dtype)

@@ -12,13 +12,15 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from mmgal.core import (ADJUSTER_KINDS, build_adjuster, check_arch,
-                        check_gal_args, check_real, gal_step, is_real)
+from mmgal.core import (ADJUSTER_KINDS, CompiledGALStep, build_adjuster,
+                        check_arch, check_gal_args, check_real, gal_step,
+                        is_real)
 
 GAL_STATE_KEY = 'gal'
-# 'auto': fused/foreach adjuster optimizer where PyTorch has one; 'eager':
-# the reference implementation, op by op.
-FAST_MODES = ('auto', 'eager')
+# 'auto': the eager step, fused/foreach adjuster optimizer where PyTorch has
+# one; 'compile': also the step as one torch.compile-d graph; 'eager': the
+# reference implementation, op by op.
+FAST_MODES = ('auto', 'compile', 'eager')
 # Above this sigma the wrapper warns (the paper uses 0.001-0.01, 0.2 on its
 # toy problem).
 SIGMA_WARN = 0.2
@@ -121,9 +123,12 @@ class GALOptimWrapper(OptimWrapper):
             :class:`AmpOptimWrapper`; only False is supported.
         fast (str): ``'auto'`` (default): the adjuster's optimizer uses
             PyTorch's fused (else foreach) implementation where it has one
-            and the settings chose none; ``'eager'``: the plain
-            per-parameter implementation. Both compute the same update up
-            to float rounding.
+            and the settings chose none; ``'compile'``: that, and the GAL
+            step runs as one ``torch.compile``-d graph
+            (:class:`mmgal.core.CompiledGALStep`; compiles on the first
+            iteration and once more for a new batch shape); ``'eager'``:
+            the plain per-operator step and optimizer. All compute the same
+            update up to float rounding.
         **kwargs: ``accumulative_counts`` and ``clip_grad`` of
             :class:`OptimWrapper`.
     """
@@ -158,6 +163,7 @@ class GALOptimWrapper(OptimWrapper):
             raise ValueError(f'fast must be one of {FAST_MODES}, got '
                              f'{fast!r}')
         self.fast = fast
+        self._gal_step = CompiledGALStep() if fast == 'compile' else gal_step
         if adjuster not in ADJUSTER_KINDS:
             raise ValueError(f'adjuster must be one of {ADJUSTER_KINDS}, got '
                              f'{adjuster!r}')
@@ -342,7 +348,7 @@ class GALOptimWrapper(OptimWrapper):
         unless the settings chose one: the adjuster's update is then a few
         kernels instead of a dozen per parameter, and reads no step count
         on the host."""
-        if self.fast == 'auto' and klass.__module__.startswith(
+        if self.fast != 'eager' and klass.__module__.startswith(
                 'torch.optim'):
             accepted = inspect.signature(klass.__init__).parameters
             for flag in ('fused', 'foreach'):
@@ -373,7 +379,7 @@ class GALOptimWrapper(OptimWrapper):
             the groups) and whose gradient w.r.t. z is the gradient GAL
             chose (g~ or g, per group).
         """
-        out = gal_step(
+        out = self._gal_step(
             z,
             loss_fn,
             self.adjuster,

@@ -270,3 +270,24 @@ def test_galhook_listed_twice_is_refused(digits_root, tmp_path):
     cfg.custom_hooks = [dict(type='GALHook'), dict(type='GALHook')]
     with pytest.raises(ValueError, match='GALHook is registered 2 times'):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_fast_compile_trains_like_auto_through_the_runner(digits_root,
+                                                          tmp_path):
+    # One iteration: the compiled step's float rounding differs from the
+    # eager one's (fused sums), and a deep network amplifies such
+    # differences over iterations (4 iterations: 1e-4 in some conv weights,
+    # 2e-7 in the head), so one update is compared tightly.
+    runs = {
+        fast: train(digits_cfg(digits_root, str(tmp_path / fast), sigma=0.1,
+                               n_train=32, fast=fast))
+        for fast in ('auto', 'compile')
+    }
+    assert runs['auto'].iter == 1
+    a, b = (model_params(runs[k]) for k in ('auto', 'compile'))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    for p, q in zip(runs['auto'].optim_wrapper.adjuster.parameters(),
+                    runs['compile'].optim_wrapper.adjuster.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)

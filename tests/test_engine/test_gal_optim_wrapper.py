@@ -456,5 +456,27 @@ def test_fast_adjuster_optimizer_matches_the_eager_one(adjuster_optimizer):
 
 def test_fast_is_checked():
     with pytest.raises(ValueError, match=r"fast must be one of \('auto', "
-                       r"'eager'\), got 'graph'"):
+                       r"'compile', 'eager'\), got 'graph'"):
         make(fast='graph')
+
+
+@pytest.mark.slow
+def test_fast_compile_updates_like_auto():
+    results = {}
+    for fast in ('auto', 'compile'):
+        model, wrapper = make(arch=(8, ), sigma=0.1, fast=fast)
+        wrapper.setup_adjuster(4)
+        for seed in range(3):
+            x, y = batch(seed)
+            wrapper.update_params(
+                wrapper.gal_forward(model(x),
+                                    lambda t: F.cross_entropy(t, y)))
+        results[fast] = (model, wrapper)
+    (m_a, w_a), (m_c, w_c) = results['auto'], results['compile']
+    for p, q in zip(m_a.parameters(), m_c.parameters()):
+        torch.testing.assert_close(p, q)
+    for p, q in zip(w_a.adjuster.parameters(), w_c.adjuster.parameters()):
+        torch.testing.assert_close(p, q)
+    sa, sc = w_a.pop_gal_stats(), w_c.pop_gal_stats()
+    for k in sa:
+        assert sc[k] == pytest.approx(sa[k], rel=1e-3, abs=1e-7), k

@@ -1,0 +1,146 @@
+"""The GAL step as one compiled graph (``torch.compile`` of a functional
+form), for hardware where the eager step is bound by issuing operators.
+
+Plain PyTorch, no framework imports. Same maths as :func:`gal_step` (the
+same helpers compute Eq. 4-5, the remainder and Algorithm 1's choice); the
+two gradients come from ``torch.func.grad`` instead of
+``torch.autograd.grad``, which ``torch.compile`` cannot trace, so the
+whole step (both gradients, the adjuster's gradient with its non-finite
+mask, the policy's choice and the logged cosine) is one graph.
+"""
+from typing import Callable, Dict, Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .gal_step import (GALOutput, _cast, _check_loss, _decide, _finite,
+                       _remainder, check_step_args, gal_step)
+
+
+def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
+                     z: Tensor, lr: Tensor, loss_fn: Callable,
+                     adjuster: nn.Module, adj_dtype: torch.dtype,
+                     sigma: float, gamma: float, policy: str,
+                     remainder: str, grouped: bool,
+                     out_dtype: torch.dtype):
+    with torch.autocast(device_type=z.device.type, enabled=False):
+
+        def task_loss(zz):
+            loss = loss_fn(zz).to(z.dtype)
+            return (loss.sum() if grouped else loss), loss
+
+        g, loss = torch.func.grad(task_loss, has_aux=True)(z)
+
+        def abs_remainder(p):
+            a = functional_call(adjuster, (p, buffers),
+                                (z.to(adj_dtype), )).to(z.dtype)
+            _, g_adj, tentative, rem = _remainder(z, g, loss, a, loss_fn,
+                                                  lr, sigma, gamma,
+                                                  remainder, grouped)
+            objective = rem.abs().sum() if grouped else rem.abs()
+            return objective, (a, g_adj, tentative.to(z.dtype), rem)
+
+        grads, (a, g_adj, tentative, rem) = torch.func.grad(
+            abs_remainder, has_aux=True)(params)
+        finite = _finite(rem, lr)
+        keep = finite.all() if grouped else finite
+        grads = {k: torch.where(keep, v, torch.zeros_like(v))
+                 for k, v in grads.items()}
+        out = _decide(loss, tentative, rem, finite, g, g_adj, a, policy,
+                      grouped, out_dtype)
+    return out, grads
+
+
+class CompiledGALStep:
+    """:func:`gal_step` run as one ``torch.compile``-d graph.
+
+    Call it like :func:`gal_step`; it returns the same :class:`GALOutput`
+    and accumulates the same adjuster gradient into ``.grad`` (equal up to
+    float rounding). The first call per input shape compiles (seconds to a
+    minute); later calls with the same shapes, any targets and any lr reuse
+    the graph (lr is passed as a tensor, so schedulers do not recompile),
+    and a new shape (the last, smaller batch) compiles once more, after
+    which torch.compile's automatic dynamic shapes take over. Adjusters
+    without parameters (the noise ablations) run the eager step.
+
+    ``loss_fn`` must be traceable by ``torch.compile`` (plain tensor maths
+    and Python on shapes and constants). A new closure of the same function
+    per call (new targets) reuses the graph; a different function (another
+    code object) compiles anew, and past torch.compile's cache limit (8 per
+    process) the step runs uncompiled, with the same results. Its inputs
+    are checked eagerly once per z shape, so a loss that does not depend on
+    z is still refused with a clear error.
+
+    Args:
+        backend (str): ``torch.compile`` backend. Defaults to
+            ``'inductor'``.
+        mode (str, optional): ``torch.compile`` mode, e.g.
+            ``'reduce-overhead'`` (CUDA graphs) on GPUs. Defaults to None.
+        dynamic (bool, optional): ``torch.compile``'s ``dynamic``.
+            Defaults to None (automatic).
+    """
+
+    def __init__(self,
+                 backend: str = 'inductor',
+                 mode: Optional[str] = None,
+                 dynamic: Optional[bool] = None):
+        self._fn = torch.compile(
+            _functional_step, backend=backend, mode=mode, dynamic=dynamic)
+        self._checked = set()
+
+    def __call__(self,
+                 z: Tensor,
+                 loss_fn: Callable[[Tensor], Tensor],
+                 adjuster: nn.Module,
+                 lr: Union[float, Tensor],
+                 sigma: float,
+                 gamma: float = 1.0,
+                 policy: str = 'le',
+                 remainder: str = 'taylor',
+                 grouped: bool = False) -> GALOutput:
+        loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
+                                     remainder, grouped)
+        params = {
+            name: p.detach()
+            for name, p in adjuster.named_parameters() if p.requires_grad
+        }
+        if not params:
+            return gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
+                            remainder, grouped)
+        work_dtype = torch.promote_types(z.dtype, torch.float32)
+        z0 = _cast(z.detach(), work_dtype)
+        key = (tuple(z.shape), z.dtype, grouped)
+        if key not in self._checked:
+            self._check_loss_fn(z0, loss_fn, loss_shape, grouped)
+            self._checked.add(key)
+        if not isinstance(lr, Tensor):
+            lr = torch.full((), float(lr), dtype=work_dtype, device=z.device)
+        adj_dtype = next(iter(params.values())).dtype
+        out, grads = self._fn(params, dict(adjuster.named_buffers()), z0,
+                              lr, loss_fn, adjuster, adj_dtype, float(sigma),
+                              float(gamma), policy, remainder, grouped,
+                              z.dtype)
+        named = dict(adjuster.named_parameters())
+        for name in grads:
+            if named[name].grad is None:
+                named[name].grad = torch.zeros_like(named[name])
+        torch._foreach_add_([named[k].grad for k in grads],
+                            [grads[k] for k in grads])
+        return out
+
+    @staticmethod
+    def _check_loss_fn(z0: Tensor, loss_fn, loss_shape: tuple,
+                       grouped: bool) -> None:
+        """What gal_step refuses, checked eagerly (torch.func would give a
+        zero gradient for a loss that does not depend on z)."""
+        with torch.enable_grad():
+            zz = z0.detach().requires_grad_(True)
+            loss = loss_fn(zz)
+            _check_loss(loss, loss_shape, grouped)
+            g = None
+            if loss.requires_grad:
+                g, = torch.autograd.grad(loss.sum(), zz, allow_unused=True)
+            if g is None:
+                raise ValueError('loss_fn(z) does not depend on z: pass the '
+                                 'loss computed from the z it is given')

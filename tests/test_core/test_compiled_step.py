@@ -1,0 +1,109 @@
+"""CompiledGALStep: the GAL step as one torch.compile-d graph gives what
+the eager gal_step gives. Compiling takes seconds on a CPU: slow-marked."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmgal.core import CompiledGALStep, GradientAdjuster, gal_step
+
+pytestmark = pytest.mark.slow
+
+
+def twin_adjusters(dim, arch=(16, 8)):
+    torch.manual_seed(0)
+    a = GradientAdjuster(dim, arch)
+    b = GradientAdjuster(dim, arch)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def assert_same(compiled_out, eager_out, adj_c, adj_e):
+    for field in compiled_out._fields:
+        got, want = getattr(compiled_out, field), getattr(eager_out, field)
+        assert got.shape == want.shape and got.dtype == want.dtype, field
+        if want.dtype == torch.bool:
+            assert torch.equal(got, want), field
+        else:
+            # Fused kernels sum in another order: float32 rounding.
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6,
+                                       msg=field)
+    for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_compiled_step_equals_the_eager_step_over_iterations():
+    step = CompiledGALStep()
+    adj_c, adj_e = twin_adjusters(10)
+    gen = torch.Generator().manual_seed(1)
+    for it in range(4):
+        z = torch.randn(32, 10, generator=gen)
+        y = torch.randint(0, 10, (32, ), generator=gen)
+        lr = 0.05 * (it + 1)  # a scheduler: no recompilation, same result
+        out_c = step(z, lambda t: F.cross_entropy(t, y), adj_c, lr, 0.3)
+        out_e = gal_step(z, lambda t: F.cross_entropy(t, y), adj_e, lr, 0.3)
+        assert_same(out_c, out_e, adj_c, adj_e)
+
+
+def test_compiled_grouped_step_equals_the_eager_one():
+    step = CompiledGALStep()
+    adj_c, adj_e = twin_adjusters(4)
+    gen = torch.Generator().manual_seed(2)
+    z = torch.rand(6, 2, 10, 4, generator=gen)
+    t = torch.rand(6, 2, 10, 4, generator=gen)
+    w = (torch.rand(6, 2, 10, 1, generator=gen) > 0.5).float()
+
+    def loss_fn(zz):
+        return ((zz - t).abs() * w).flatten(1).sum(1) / 3.0
+
+    out_c = step(z, loss_fn, adj_c, 0.5, 0.5, policy='lt', grouped=True)
+    out_e = gal_step(z, loss_fn, adj_e, 0.5, 0.5, policy='lt', grouped=True)
+    assert_same(out_c, out_e, adj_c, adj_e)
+    assert out_c.adopted.shape == (6, )
+
+
+def test_compiled_step_guards_non_finite_and_checks_its_inputs():
+    step = CompiledGALStep()
+    adj_c, adj_e = twin_adjusters(10)
+    z = torch.randn(8, 10)
+    y = torch.randint(0, 10, (8, ))
+    step(z, lambda t: F.cross_entropy(t, y), adj_c, 0.1, 0.1)
+    before = [p.grad.clone() for p in adj_c.parameters()]
+    bad = torch.full((8, 10), float('nan'))
+    out = step(z, lambda t: F.mse_loss(t, bad), adj_c, 0.1, 0.1)
+    assert bool(out.nonfinite) and not bool(out.adopted)
+    for p, b in zip(adj_c.parameters(), before):
+        assert torch.equal(p.grad, b)  # nothing added
+    with pytest.raises(ValueError, match=r'loss_fn\(z\) does not depend on '
+                       'z'):
+        step(torch.randn(5, 10), lambda t: torch.tensor(1.0), adj_c, 0.1,
+             0.1)
+    with pytest.raises(ValueError, match='lr must be a finite number'):
+        step(z, lambda t: F.cross_entropy(t, y), adj_c, float('nan'), 0.1)
+
+
+def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
+    """Patched before compiling (patching Tensor methods invalidates the
+    compiled graph's guards, and compiling reads constants), then counted
+    on a call of the cached graph."""
+    from torch._dynamo.utils import counters
+    reads = []
+    for name in ('__bool__', 'item', 'tolist'):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=orig, _n=name, **k:
+                            reads.append(_n) or _o(self, *a, **k))
+    step = CompiledGALStep()
+    adj, _ = twin_adjusters(10)
+    z = torch.randn(16, 10)
+    y = torch.randint(0, 10, (16, ))
+    def ce(target):  # one code object, a new closure per call
+        return lambda t: F.cross_entropy(t, target)
+
+    for lr in (0.1, 0.2):  # compile, then the cached graph
+        step(z, ce(y), adj, lr, 0.1)
+    graphs = counters['stats']['unique_graphs']
+    reads.clear()
+    step(z, ce(y.flip(0)), adj, 0.3, 0.1)
+    assert counters['stats']['unique_graphs'] == graphs  # no recompile
+    monkeypatch.undo()
+    assert reads == []
