@@ -37,7 +37,7 @@ def bench(fn, device, n=300, repeats=7):
 
 
 def main(argv=None):
-    from mmgal.core import build_adjuster, gal_step
+    from mmgal.core import CompiledGALStep, build_adjuster, gal_step
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--device', default='cpu')
     p.add_argument('--rows', type=int, default=200)
@@ -64,9 +64,16 @@ def main(argv=None):
     def step():
         return gal_step(z, lambda t: F.mse_loss(t, y), adj, 1e-3, 0.1)
 
+    compiled = CompiledGALStep()
+
+    def compiled_step():
+        return compiled(z, lambda t: F.mse_loss(t, y), adj, 1e-3, 0.1)
+
     rows = [('loss + autograd.grad (g)', bench(loss_and_grad, dev)),
             ('adjuster forward + backward', bench(adjuster_fwd_bwd, dev)),
-            ('whole gal_step', bench(step, dev))]
+            ('whole gal_step (eager)', bench(step, dev)),
+            ('whole step, CompiledGALStep (after compiling)',
+             bench(compiled_step, dev))]
     for name, kw in (('Adam (for-loop)', dict(foreach=False)),
                      ('Adam (foreach)', dict(foreach=True)),
                      ('Adam (fused)', dict(fused=True))):

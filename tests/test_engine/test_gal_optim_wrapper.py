@@ -27,6 +27,14 @@ def batch(seed):
                                                            generator=gen)
 
 
+def run_steps(model, wrapper, n):
+    """n GAL updates with cross-entropy on batches 0..n-1."""
+    for seed in range(n):
+        x, y = batch(seed)
+        wrapper.update_params(
+            wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+
+
 def test_registered_in_mmengine_root_and_resolves_from_child_scopes():
     from mmdet.registry import OPTIM_WRAPPERS as DET
     from mmpretrain.registry import OPTIM_WRAPPERS as PRE
@@ -437,11 +445,7 @@ def test_fast_adjuster_optimizer_matches_the_eager_one(adjuster_optimizer):
         model, wrapper = make(arch=(8, ), sigma=0.1, fast=fast,
                               adjuster_optimizer=adjuster_optimizer)
         wrapper.setup_adjuster(4)
-        for seed in range(3):
-            x, y = batch(seed)
-            wrapper.update_params(
-                wrapper.gal_forward(model(x),
-                                    lambda t: F.cross_entropy(t, y)))
+        run_steps(model, wrapper, 3)
         results[fast] = (wrapper, [p.detach().clone()
                                    for p in wrapper.adjuster.parameters()])
     fast_opt, eager_opt = (results[k][0].adjuster_optimizer
@@ -466,11 +470,7 @@ def test_fast_compile_updates_like_auto():
     for fast in ('auto', 'compile'):
         model, wrapper = make(arch=(8, ), sigma=0.1, fast=fast)
         wrapper.setup_adjuster(4)
-        for seed in range(3):
-            x, y = batch(seed)
-            wrapper.update_params(
-                wrapper.gal_forward(model(x),
-                                    lambda t: F.cross_entropy(t, y)))
+        run_steps(model, wrapper, 3)
         results[fast] = (model, wrapper)
     (m_a, w_a), (m_c, w_c) = results['auto'], results['compile']
     for p, q in zip(m_a.parameters(), m_c.parameters()):
