@@ -4,6 +4,7 @@ import os
 import os.path as osp
 import socket
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,6 +36,9 @@ def test_dist_train_sh_trains_one_model_with_one_adjuster_on_cpu(
         "custom_hooks = [dict(type='GALHook'), dict(type='RankProbeHook')]\n")
     work_dir = tmp_path / 'work'
     env = dict(os.environ, PORT=str(free_port()),
+               # The interpreter running the tests (its venv), as `python`
+               # would be in the user's activated environment.
+               PYTHON=sys.executable,
                PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''),
                # CPU processes with gloo, also on a machine with GPUs.
                CUDA_VISIBLE_DEVICES='')
