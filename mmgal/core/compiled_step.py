@@ -88,6 +88,11 @@ class CompiledGALStep:
         self._fn = torch.compile(
             _functional_step, backend=backend, mode=mode, dynamic=dynamic)
         self._checked = set()
+        # The adjuster last seen and its trainable parameters and buffers
+        # (walking its modules every call costs more than the step's math).
+        self._adjuster: Optional[nn.Module] = None
+        self._params: Dict[str, nn.Parameter] = {}
+        self._buffers: Dict[str, Tensor] = {}
 
     def __call__(self,
                  z: Tensor,
@@ -101,10 +106,12 @@ class CompiledGALStep:
                  grouped: bool = False) -> GALOutput:
         loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
                                      remainder, grouped)
-        params = {
-            name: p.detach()
-            for name, p in adjuster.named_parameters() if p.requires_grad
-        }
+        if adjuster is not self._adjuster:
+            self._adjuster = adjuster
+            self._params = {name: p for name, p in
+                            adjuster.named_parameters() if p.requires_grad}
+            self._buffers = dict(adjuster.named_buffers())
+        params = {name: p.detach() for name, p in self._params.items()}
         if not params:
             return gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
                             remainder, grouped)
@@ -117,16 +124,21 @@ class CompiledGALStep:
         if not isinstance(lr, Tensor):
             lr = torch.full((), float(lr), dtype=work_dtype, device=z.device)
         adj_dtype = next(iter(params.values())).dtype
-        out, grads = self._fn(params, dict(adjuster.named_buffers()), z0,
+        out, grads = self._fn(params, self._buffers, z0,
                               lr, loss_fn, adjuster, adj_dtype, float(sigma),
                               float(gamma), policy, remainder, grouped,
                               z.dtype)
-        named = dict(adjuster.named_parameters())
-        for name in grads:
-            if named[name].grad is None:
-                named[name].grad = torch.zeros_like(named[name])
-        torch._foreach_add_([named[k].grad for k in grads],
-                            [grads[k] for k in grads])
+        # Accumulate (the wrapper sums over micro-batches and groups); a
+        # parameter without a gradient takes the fresh output as it is.
+        acc = []
+        for name, grad in grads.items():
+            param = self._params[name]
+            if param.grad is None:
+                param.grad = grad
+            else:
+                acc.append((param.grad, grad))
+        if acc:
+            torch._foreach_add_([a for a, _ in acc], [b for _, b in acc])
         return out
 
     @staticmethod
