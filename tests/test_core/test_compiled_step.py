@@ -32,6 +32,8 @@ def assert_same(compiled_out, eager_out, adj_c, adj_e):
 
 
 def test_compiled_step_equals_the_eager_step_over_iterations():
+    from torch._dynamo.utils import counters
+    breaks = sum(counters['graph_break'].values())
     step = CompiledGALStep()
     adj_c, adj_e = twin_adjusters(10)
     gen = torch.Generator().manual_seed(1)
@@ -42,6 +44,7 @@ def test_compiled_step_equals_the_eager_step_over_iterations():
         out_c = step(z, lambda t: F.cross_entropy(t, y), adj_c, lr, 0.3)
         out_e = gal_step(z, lambda t: F.cross_entropy(t, y), adj_e, lr, 0.3)
         assert_same(out_c, out_e, adj_c, adj_e)
+    assert sum(counters['graph_break'].values()) == breaks  # one graph
 
 
 def test_compiled_grouped_step_equals_the_eager_one():

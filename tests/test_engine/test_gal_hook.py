@@ -279,11 +279,15 @@ def test_fast_compile_trains_like_auto_through_the_runner(digits_root,
     # eager one's (fused sums), and a deep network amplifies such
     # differences over iterations (4 iterations: 1e-4 in some conv weights,
     # 2e-7 in the head), so one update is compared tightly.
+    from torch._dynamo.utils import counters
+    breaks = sum(counters['graph_break'].values())
     runs = {
         fast: train(digits_cfg(digits_root, str(tmp_path / fast), sigma=0.1,
                                n_train=32, fast=fast))
         for fast in ('auto', 'compile')
     }
+    # MMPretrain's CrossEntropyLoss traces into the one graph.
+    assert sum(counters['graph_break'].values()) == breaks
     assert runs['auto'].iter == 1
     a, b = (model_params(runs[k]) for k in ('auto', 'compile'))
     for k in a:
