@@ -64,6 +64,16 @@ def test_overhead_counts_host_reads_per_step_in_both_arms():
     assert set(rows[0]['syncs']) == {'baseline', 'gal'}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('case', ['resnet18', 'detr'])
+def test_gal_adds_no_host_reads_to_a_training_step(case):
+    """The benchmark's count, as a check: the GAL arm of a whole training
+    step reads no more tensor values on the host than the baseline arm."""
+    _, _, syncs = overhead.time_case(case, 'cpu', False, iters=1, repeats=1,
+                                     warmup=1, detr_size=64, sync_iters=1)
+    assert syncs['gal'] == syncs['baseline'], syncs
+
+
 def test_bad_inputs_get_errors_and_only_the_expected_cases_pass(
         data_root, tmp_path):
     import bad_inputs
