@@ -343,7 +343,7 @@ class GALOptimWrapper(OptimWrapper):
 
     def _fused(self, klass: type, params: list,
                kwargs: dict) -> Optimizer:
-        """``klass(params, **kwargs)``; with ``fast='auto'`` a PyTorch
+        """``klass(params, **kwargs)``; unless ``fast='eager'``, a PyTorch
         optimizer that has a fused (else a foreach) implementation uses it,
         unless the settings chose one: the adjuster's update is then a few
         kernels instead of a dozen per parameter, and reads no step count
@@ -391,7 +391,8 @@ class GALOptimWrapper(OptimWrapper):
             grouped=grouped)
         self._gal_micro_steps += out.adopted.numel()
         self._record(out)
-        return _InjectGrad.apply(z, out.loss.sum(), out.grad)
+        loss = out.loss.sum() if grouped else out.loss
+        return _InjectGrad.apply(z, loss, out.grad)
 
     def _record(self, out) -> None:
         # One vector per step (a grouped step: summed over its groups),

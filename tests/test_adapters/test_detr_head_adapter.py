@@ -135,15 +135,30 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     assert 'get_targets' not in vars(head)
 
 
-def test_the_batched_step_equals_the_per_layer_path():
+@pytest.mark.parametrize('own_box_losses', [False, True])
+def test_the_batched_step_equals_the_per_layer_path(own_box_losses):
     """One grouped GAL step over the 6 decoder layers gives the update of 6
     per-layer steps: the boxes' gradients, the adjuster's gradient and the
-    logged statistics, within float tolerance."""
+    logged statistics, within float tolerance. With box-loss classes other
+    than mmdet's L1Loss/GIoULoss the batched step calls the head's modules
+    per layer instead of its own L1 + GIoU."""
+    from mmdet.models.losses import GIoULoss, L1Loss
+
     from mmgal.engine import GALOptimWrapper
+
+    class MyL1(L1Loss):
+        pass
+
+    class MyGIoU(GIoULoss):
+        pass
+
     hidden, gts, metas = inputs()
     results = {}
     for batched in (False, True):
         head = detr_head()
+        if own_box_losses:
+            head.loss_bbox = MyL1(loss_weight=head.loss_bbox.loss_weight)
+            head.loss_iou = MyGIoU(loss_weight=head.loss_iou.loss_weight)
         cls, boxes = head(hidden)
         boxes = boxes.detach().requires_grad_(True)
         wrapper = GALOptimWrapper(torch.optim.SGD(head.parameters(),
