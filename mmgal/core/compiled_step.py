@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .gal_step import (GALOutput, _cast, _check_loss, _decide, _finite,
-                       _remainder, check_step_args, gal_step)
+from .gal_step import (GALOutput, _cast, _decide, _finite, _remainder,
+                       add_to_grads, check_step_args, gal_step,
+                       loss_and_grad)
 
 
 def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
@@ -35,20 +36,20 @@ def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
         def abs_remainder(p):
             a = functional_call(adjuster, (p, buffers),
                                 (z.to(adj_dtype), )).to(z.dtype)
-            _, g_adj, tentative, rem = _remainder(z, g, loss, a, loss_fn,
-                                                  lr, sigma, gamma,
-                                                  remainder, grouped)
+            g_adj, tentative, rem, g_norm, a_norm = _remainder(
+                z, g, loss, a, loss_fn, lr, sigma, gamma, remainder, grouped)
             objective = rem.abs().sum() if grouped else rem.abs()
-            return objective, (a, g_adj, tentative.to(z.dtype), rem)
+            return objective, (a, g_adj, tentative.to(z.dtype), rem, g_norm,
+                               a_norm)
 
-        grads, (a, g_adj, tentative, rem) = torch.func.grad(
+        grads, (a, g_adj, tentative, rem, g_norm, a_norm) = torch.func.grad(
             abs_remainder, has_aux=True)(params)
         finite = _finite(rem, lr)
         keep = finite.all() if grouped else finite
         grads = {k: torch.where(keep, v, torch.zeros_like(v))
                  for k, v in grads.items()}
-        out = _decide(loss, tentative, rem, finite, g, g_adj, a, policy,
-                      grouped, out_dtype)
+        out = _decide(loss, tentative, rem, finite, g, g_adj, a, g_norm,
+                      a_norm, policy, grouped, out_dtype)
     return out, grads
 
 
@@ -119,7 +120,12 @@ class CompiledGALStep:
         z0 = _cast(z.detach(), work_dtype)
         key = (tuple(z.shape), z.dtype, grouped)
         if key not in self._checked:
-            self._check_loss_fn(z0, loss_fn, loss_shape, grouped)
+            # What gal_step refuses, checked eagerly once per shape:
+            # torch.func would give a zero gradient for a loss that does
+            # not depend on z.
+            with torch.enable_grad():
+                loss_and_grad(z0.detach().requires_grad_(True), loss_fn,
+                              loss_shape, grouped)
             self._checked.add(key)
         if not isinstance(lr, Tensor):
             lr = torch.full((), float(lr), dtype=work_dtype, device=z.device)
@@ -128,31 +134,6 @@ class CompiledGALStep:
                               lr, loss_fn, adjuster, adj_dtype, float(sigma),
                               float(gamma), policy, remainder, grouped,
                               z.dtype)
-        # Accumulate (the wrapper sums over micro-batches and groups); a
-        # parameter without a gradient takes the fresh output as it is.
-        acc = []
-        for name, grad in grads.items():
-            param = self._params[name]
-            if param.grad is None:
-                param.grad = grad
-            else:
-                acc.append((param.grad, grad))
-        if acc:
-            torch._foreach_add_([a for a, _ in acc], [b for _, b in acc])
+        # Accumulated: the wrapper sums over micro-batches and groups.
+        add_to_grads([self._params[k] for k in grads], list(grads.values()))
         return out
-
-    @staticmethod
-    def _check_loss_fn(z0: Tensor, loss_fn, loss_shape: tuple,
-                       grouped: bool) -> None:
-        """What gal_step refuses, checked eagerly (torch.func would give a
-        zero gradient for a loss that does not depend on z)."""
-        with torch.enable_grad():
-            zz = z0.detach().requires_grad_(True)
-            loss = loss_fn(zz)
-            _check_loss(loss, loss_shape, grouped)
-            g = None
-            if loss.requires_grad:
-                g, = torch.autograd.grad(loss.sum(), zz, allow_unused=True)
-            if g is None:
-                raise ValueError('loss_fn(z) does not depend on z: pass the '
-                                 'loss computed from the z it is given')

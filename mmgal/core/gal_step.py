@@ -101,6 +101,19 @@ def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
+def add_to_grads(params: list, grads: list) -> None:
+    """Accumulate ``grads`` into the parameters' ``.grad`` (one foreach
+    add); a parameter without a gradient takes its new one as it is."""
+    acc = []
+    for p, gp in zip(params, grads):
+        if p.grad is None:
+            p.grad = gp
+        else:
+            acc.append((p.grad, gp))
+    if acc:
+        torch._foreach_add_([a for a, _ in acc], [b for _, b in acc])
+
+
 def _accumulate(params: list, grads: tuple, keep: Tensor) -> None:
     """Add ``grads`` to the parameters' ``.grad`` where ``keep`` (a bool
     tensor) is true, else add nothing: one masked copy over all of them
@@ -108,14 +121,11 @@ def _accumulate(params: list, grads: tuple, keep: Tensor) -> None:
     pairs = [(p, gp) for p, gp in zip(params, grads) if gp is not None]
     if not pairs:
         return
-    for p, _ in pairs:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
     flat = torch.cat([gp.reshape(-1) for _, gp in pairs])
     flat = torch.where(keep, flat, flat.new_zeros(()))
-    torch._foreach_add_([p.grad for p, _ in pairs],
-                        [part.view_as(p) for (p, _), part in zip(
-                            pairs, flat.split([p.numel() for p, _ in pairs]))])
+    parts = flat.split([p.numel() for p, _ in pairs])
+    add_to_grads([p for p, _ in pairs],
+                 [part.view_as(p) for (p, _), part in zip(pairs, parts)])
 
 
 def _rownorm(x: Tensor) -> Tensor:
@@ -134,18 +144,17 @@ def _per_group(x: Tensor, grouped: bool, mean: bool = False) -> Tensor:
 def _remainder(zc: Tensor, g: Tensor, loss: Tensor, a: Tensor, loss_fn,
                lr, sigma: float, gamma: float, remainder: str,
                grouped: bool):
-    """Eq. 4-5 and the remainder: (adjustment, g~, l', R), each
-    differentiable w.r.t. the adjuster's output a."""
+    """Eq. 4-5 and the remainder: (g~, l', R), differentiable w.r.t. the
+    adjuster's output a, and the row norms of g and a (for the cosine)."""
     g_norm = _rownorm(g)
     a_norm = _rownorm(a)
-    adj = a * (sigma * g_norm / a_norm.clamp_min(_EPS))
-    g_adj = g + adj
+    g_adj = g + a * (sigma * g_norm / a_norm.clamp_min(_EPS))
     eta = lr * gamma
     tentative = loss_fn(zc - eta * g_adj)
     first = _per_group((g_adj * g).sum(-1), grouped,
                        mean=remainder == 'reference')
     rem = tentative.to(loss.dtype) - loss + eta * first
-    return adj, g_adj, tentative, rem
+    return g_adj, tentative, rem, g_norm, a_norm
 
 
 def _finite(rem: Tensor, lr) -> Tensor:
@@ -162,8 +171,9 @@ def _finite(rem: Tensor, lr) -> Tensor:
 
 
 def _decide(loss: Tensor, tentative: Tensor, rem: Tensor, finite: Tensor,
-            g: Tensor, g_adj: Tensor, a: Tensor, policy: str,
-            grouped: bool, out_dtype: torch.dtype) -> GALOutput:
+            g: Tensor, g_adj: Tensor, a: Tensor, g_norm: Tensor,
+            a_norm: Tensor, policy: str, grouped: bool,
+            out_dtype: torch.dtype) -> GALOutput:
     """Algorithm 1, lines 7-10, per group, and the logged cosine."""
     if policy == 'le':
         adopt = tentative <= loss
@@ -174,8 +184,7 @@ def _decide(loss: Tensor, tentative: Tensor, rem: Tensor, finite: Tensor,
     adopt = adopt & finite
     rows_adopt = adopt.reshape(adopt.shape + (1, ) * (g.dim() - adopt.dim()))
     grad = torch.where(rows_adopt, g_adj, g)
-    cos = (g * a).sum(-1) / (_rownorm(g) * _rownorm(a)).squeeze(
-        -1).clamp_min(_EPS)
+    cos = (g * a).sum(-1) / (g_norm * a_norm).squeeze(-1).clamp_min(_EPS)
     return GALOutput(
         grad=_cast(grad, out_dtype),
         vanilla_grad=_cast(g, out_dtype),
@@ -187,13 +196,31 @@ def _decide(loss: Tensor, tentative: Tensor, rem: Tensor, finite: Tensor,
         cos_sim=_per_group(cos, grouped, mean=True))
 
 
-def _check_loss(loss, loss_shape: tuple, grouped: bool) -> None:
+def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
+    """``loss_fn(z0)`` and its gradient g w.r.t. ``z0`` (which requires
+    grad), or ``ValueError`` when the loss has the wrong shape or does not
+    depend on z."""
+    loss = loss_fn(z0)
     if not isinstance(loss, Tensor) or tuple(loss.shape) != loss_shape:
         raise ValueError(
             'loss_fn must return ' +
             (f'a ({loss_shape[0]}, ) tensor (one loss per group)'
              if grouped else 'a 0-dim tensor (the scalar loss)') +
             f', got {getattr(loss, "shape", type(loss))}')
+    if not loss.requires_grad:
+        raise ValueError('loss_fn(z) does not depend on z (its result has '
+                         'no gradient w.r.t. z): pass the loss computed from '
+                         'the z it is given')
+    loss = _cast(loss, z0.dtype)
+    # Groups do not share rows, so the gradient of the sum is each group's
+    # own gradient.
+    g, = torch.autograd.grad(loss.sum() if grouped else loss, z0,
+                             allow_unused=True)
+    if g is None:
+        raise ValueError('loss_fn(z) does not depend on z (z is not in its '
+                         'graph): pass the loss computed from the z it is '
+                         'given')
+    return loss, g
 
 
 def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
@@ -270,27 +297,12 @@ def gal_step(z: Tensor,
     with torch.autocast(device_type=z.device.type, enabled=False), \
             torch.enable_grad():
         z0 = _cast(z.detach(), work_dtype).requires_grad_(True)
-        loss = loss_fn(z0)
-        _check_loss(loss, loss_shape, grouped)
-        if not loss.requires_grad:
-            raise ValueError('loss_fn(z) does not depend on z (its result '
-                             'has no gradient w.r.t. z): pass the loss '
-                             'computed from the z it is given')
-        loss = _cast(loss, work_dtype)
-        # Groups do not share rows, so the gradient of the sum is each
-        # group's own gradient.
-        g, = torch.autograd.grad(loss.sum() if grouped else loss, z0,
-                                 allow_unused=True)
-        if g is None:
-            raise ValueError('loss_fn(z) does not depend on z (z is not in '
-                             'its graph): pass the loss computed from the z '
-                             'it is given')
+        loss, g = loss_and_grad(z0, loss_fn, loss_shape, grouped)
         zc = z0.detach()
         loss = loss.detach()
         a = _cast(adjuster(_cast(zc, adj_dtype)), work_dtype)
-        adj, g_adj, tentative, rem = _remainder(zc, g, loss, a, loss_fn, lr,
-                                                sigma, gamma, remainder,
-                                                grouped)
+        g_adj, tentative, rem, g_norm, a_norm = _remainder(
+            zc, g, loss, a, loss_fn, lr, sigma, gamma, remainder, grouped)
         finite = _finite(rem, lr)
         params = [p for p in adjuster.parameters() if p.requires_grad]
         if params and rem.requires_grad:
@@ -299,5 +311,5 @@ def gal_step(z: Tensor,
                                         allow_unused=True)
             _accumulate(params, grads, finite.all() if grouped else finite)
     return _decide(loss, _cast(tentative.detach(), work_dtype), rem.detach(),
-                   finite, g, g_adj.detach(), a.detach(), policy, grouped,
-                   out_dtype)
+                   finite, g, g_adj.detach(), a.detach(), g_norm,
+                   a_norm.detach(), policy, grouped, out_dtype)
