@@ -63,6 +63,15 @@ def check_real(name: str, value, low: float = 0.0,
     return float(value)
 
 
+def check_count(name: str, value) -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is
+    an integer (Python or NumPy; not bool) >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < 1:
+        raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+    return int(value)
+
+
 def check_gal_args(sigma: float, gamma: float, policy: str,
                    remainder: str) -> None:
     """Raise ``ValueError`` naming the first bad GAL setting."""

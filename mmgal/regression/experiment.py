@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from mmgal.core import check_gal_args, check_real
+from mmgal.core import check_count, check_gal_args, check_real
 
 from .datasets import load_dataset
 from .trainer import (GALSettings, fit_regressor, predict,
@@ -95,11 +95,7 @@ class Protocol:
 
     def __post_init__(self):
         for name in ('epochs', 'batch_size'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(
-                    value, (int, np.integer)) or value < 1:
-                raise ValueError(f'{name} must be an int >= 1, got '
-                                 f'{value!r}')
+            check_count(name, getattr(self, name))
         check_real('lr', self.lr, strict=True)
         for name in ('test_size', 'val_size'):
             value = check_real(name, getattr(self, name))
@@ -198,8 +194,7 @@ def run_dataset(name: str,
     Returns a dict with the settings used, per-run metrics of each arm,
     mean/std per metric and the t-test per metric.
     """
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f'runs must be an int >= 1, got {runs!r}')
+    check_count('runs', runs)
     X, y = load_dataset(name, data_root, **load_kwargs)
     widths = PAPER_MODELS[name]
     gal_kwargs = dict(gal_kwargs or {})

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmgal.core import build_adjuster, check_gal_args, check_real, gal_step
+from mmgal.core import (build_adjuster, check_count, check_gal_args,
+                        check_real, gal_step)
 
 
 class MLPRegressor(nn.Module):
@@ -103,10 +104,8 @@ def fit_regressor(X: np.ndarray,
         (``train_loss``, ``val_mse``, and for GAL ``adopt_rate`` and
         ``remainder``).
     """
-    for name, value in (('epochs', epochs), ('batch_size', batch_size)):
-        if isinstance(value, bool) or not isinstance(
-                value, (int, np.integer)) or value < 1:
-            raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+    check_count('epochs', epochs)
+    check_count('batch_size', batch_size)
     check_real('lr', lr, strict=True)
     if len(X) == 0 or len(X) != len(y):
         raise ValueError(f'X and y must have the same number (>= 1) of '
