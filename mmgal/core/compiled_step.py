@@ -6,17 +6,36 @@ same helpers compute Eq. 4-5, the remainder and Algorithm 1's choice); the
 two gradients come from ``torch.func.grad`` instead of
 ``torch.autograd.grad``, which ``torch.compile`` cannot trace, so the
 whole step (both gradients, the adjuster's gradient with its non-finite
-mask, the policy's choice and the logged cosine) is one graph.
+mask, the policy's choice and the logged cosine) is one graph; given the
+adjuster's Adam (or AdamW), its update joins that graph too.
 """
-from typing import Callable, Dict, Optional, Union
+import importlib
+from typing import Callable, Dict, List, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.optim import Adam, AdamW, Optimizer
 
 from .gal_step import (GALOutput, _cast, _decide, _finite, _remainder,
                        add_to_grads, check_step_args, gal_step,
                        loss_and_grad)
+
+
+# torch.optim.adam the module (torch.optim.adam is the function there).
+_adam_functional = importlib.import_module('torch.optim.adam').adam
+
+
+class _AdamUpdate(NamedTuple):
+    """What the graph needs to apply torch.optim.Adam's update: the
+    parameters' names in the optimizer's order, its state tensors (updated
+    in place) and its settings."""
+    names: tuple
+    exp_avgs: List[Tensor]
+    exp_avg_sqs: List[Tensor]
+    max_exp_avg_sqs: List[Tensor]
+    steps: List[Tensor]
+    settings: dict
 
 
 def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
@@ -24,7 +43,8 @@ def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
                      adjuster: nn.Module, adj_dtype: torch.dtype,
                      sigma: float, gamma: float, policy: str,
                      remainder: str, grouped: bool,
-                     out_dtype: torch.dtype):
+                     out_dtype: torch.dtype,
+                     update: Optional[_AdamUpdate] = None):
     with torch.autocast(device_type=z.device.type, enabled=False):
 
         def task_loss(zz):
@@ -50,7 +70,53 @@ def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
                  for k, v in grads.items()}
         out = _decide(loss, tentative, rem, finite, g, g_adj, a, g_norm,
                       a_norm, policy, grouped, out_dtype)
+        if update is not None:
+            # torch.optim.Adam's own single-tensor update, traced: the
+            # parameters and the optimizer's state change in place.
+            _adam_functional(
+                [params[k] for k in update.names],
+                [grads[k] for k in update.names], update.exp_avgs,
+                update.exp_avg_sqs, update.max_exp_avg_sqs, update.steps,
+                foreach=False, capturable=False, **update.settings)
+            return out, None
     return out, grads
+
+
+def _adam_update(optimizer: Optional[Optimizer],
+                 params: Dict[str, nn.Parameter]) -> Optional[_AdamUpdate]:
+    """The in-graph update for ``optimizer``, or None where the graph cannot
+    apply it exactly as ``optimizer.step()`` would: not a torch.optim Adam
+    or AdamW, another set of parameters, several param groups, no state
+    yet (its first step makes it), or a gradient already pending in
+    ``.grad``."""
+    if type(optimizer) not in (Adam, AdamW) or \
+            len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    names = {id(p): k for k, p in params.items()}
+    if group['differentiable'] or len(group['params']) != len(names) or \
+            any(id(p) not in names or p.grad is not None
+                for p in group['params']):
+        return None
+    states = [optimizer.state.get(p, {}) for p in group['params']]
+    keys = ('step', 'exp_avg', 'exp_avg_sq') + (
+        ('max_exp_avg_sq', ) if group['amsgrad'] else ())
+    if any(k not in st for st in states for k in keys):
+        return None
+    beta1, beta2 = group['betas']
+    return _AdamUpdate(
+        names=tuple(names[id(p)] for p in group['params']),
+        exp_avgs=[st['exp_avg'] for st in states],
+        exp_avg_sqs=[st['exp_avg_sq'] for st in states],
+        max_exp_avg_sqs=[st['max_exp_avg_sq'] for st in states]
+        if group['amsgrad'] else [],
+        steps=[st['step'] for st in states],
+        settings=dict(
+            amsgrad=group['amsgrad'], beta1=beta1, beta2=beta2,
+            lr=group['lr'], weight_decay=group['weight_decay'],
+            eps=group['eps'], maximize=group['maximize'],
+            decoupled_weight_decay=group.get(
+                'decoupled_weight_decay', type(optimizer) is AdamW)))
 
 
 class CompiledGALStep:
@@ -72,6 +138,17 @@ class CompiledGALStep:
     process) the step runs uncompiled, with the same results. Its inputs
     are checked eagerly once per z shape, so a loss that does not depend on
     z is still refused with a clear error.
+
+    Given ``optimizer``, the adjuster's optimizer, the step also applies
+    this step's adjuster gradient at once, as ``.grad = gradient;
+    optimizer.step(); optimizer.zero_grad(set_to_none=True)`` would (for a
+    loop that updates the adjuster every step, with no gradient
+    accumulation): for a ``torch.optim.Adam`` or ``AdamW`` with one param
+    group over exactly the adjuster's trainable parameters, the update is
+    PyTorch's own Adam function traced into the same graph (no optimizer
+    call, no ``.grad``); its first call, other optimizers, or a gradient
+    already pending in ``.grad`` run those three calls instead. The Adam's
+    settings are compiled in as constants: changing its lr compiles anew.
 
     Args:
         backend (str): ``torch.compile`` backend. Defaults to
@@ -104,7 +181,8 @@ class CompiledGALStep:
                  gamma: float = 1.0,
                  policy: str = 'le',
                  remainder: str = 'taylor',
-                 grouped: bool = False) -> GALOutput:
+                 grouped: bool = False,
+                 optimizer: Optional[Optimizer] = None) -> GALOutput:
         loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
                                      remainder, grouped)
         if adjuster is not self._adjuster:
@@ -113,9 +191,16 @@ class CompiledGALStep:
                             adjuster.named_parameters() if p.requires_grad}
             self._buffers = dict(adjuster.named_buffers())
         params = {name: p.detach() for name, p in self._params.items()}
-        if not params:
-            return gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
-                            remainder, grouped)
+        update = _adam_update(optimizer, self._params)
+        if not params or (optimizer is not None and update is None):
+            # No parameters (noise adjusters), or an optimizer the graph
+            # does not apply (its first step makes Adam's state): eagerly.
+            out = gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
+                           remainder, grouped)
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            return out
         work_dtype = torch.promote_types(z.dtype, torch.float32)
         z0 = _cast(z.detach(), work_dtype)
         key = (tuple(z.shape), z.dtype, grouped)
@@ -133,7 +218,9 @@ class CompiledGALStep:
         out, grads = self._fn(params, self._buffers, z0,
                               lr, loss_fn, adjuster, adj_dtype, float(sigma),
                               float(gamma), policy, remainder, grouped,
-                              z.dtype)
-        # Accumulated: the wrapper sums over micro-batches and groups.
-        add_to_grads([self._params[k] for k in grads], list(grads.values()))
+                              z.dtype, update)
+        if grads is not None:
+            # Accumulated: the wrapper sums over micro-batches and groups.
+            add_to_grads([self._params[k] for k in grads],
+                         list(grads.values()))
         return out

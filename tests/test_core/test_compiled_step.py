@@ -110,3 +110,75 @@ def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
     assert counters['stats']['unique_graphs'] == graphs  # no recompile
     monkeypatch.undo()
     assert reads == []
+
+
+def _adam_twins(kind, **kwargs):
+    adj_c, adj_e = twin_adjusters(1, (16, 4))
+    return (adj_c, kind(adj_c.parameters(), lr=1e-2, **kwargs), adj_e,
+            kind(adj_e.parameters(), lr=1e-2, **kwargs))
+
+
+@pytest.mark.parametrize('kind,kwargs', [
+    (torch.optim.Adam, {}),
+    (torch.optim.AdamW, dict(weight_decay=0.1)),
+    (torch.optim.Adam, dict(amsgrad=True, weight_decay=0.01)),
+])
+def test_compiled_step_applies_the_adjusters_adam_update_in_its_graph(
+        kind, kwargs):
+    """With ``optimizer=``, the step ends as ``.grad = gradient;
+    optimizer.step(); zero_grad()`` would: same parameters, same optimizer
+    state, no ``.grad`` left, and after the first (eager) call the update
+    is part of the one graph."""
+    from torch._dynamo.utils import counters
+    breaks = sum(counters['graph_break'].values())
+    adj_c, opt_c, adj_e, opt_e = _adam_twins(kind, **kwargs)
+    step = CompiledGALStep()
+    gen = torch.Generator().manual_seed(3)
+    for it in range(4):
+        z = torch.randn(40, 1, generator=gen)
+        y = torch.randn(40, 1, generator=gen)
+        out_c = step(z, lambda t: F.mse_loss(t, y), adj_c, 1e-2, 0.1,
+                     optimizer=opt_c)
+        out_e = gal_step(z, lambda t: F.mse_loss(t, y), adj_e, 1e-2, 0.1)
+        opt_e.step()
+        opt_e.zero_grad(set_to_none=True)
+        torch.testing.assert_close(out_c.grad, out_e.grad)
+        for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+            assert p.grad is None
+            # float32 bias corrections in the graph, float64 in eager Adam
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+            for key, value in opt_e.state[q].items():
+                torch.testing.assert_close(opt_c.state[p][key], value,
+                                           rtol=1e-5, atol=1e-8, msg=key)
+    assert sum(counters['graph_break'].values()) == breaks
+
+
+def test_compiled_step_steps_other_optimizers_and_pending_grads_eagerly():
+    """An optimizer the graph does not apply (SGD), or a gradient already
+    in ``.grad``, gets the same update through the optimizer's own step."""
+    adj_c, adj_e = twin_adjusters(1, (16, 4))
+    opt_c = torch.optim.SGD(adj_c.parameters(), lr=0.1, momentum=0.9)
+    opt_e = torch.optim.SGD(adj_e.parameters(), lr=0.1, momentum=0.9)
+    step = CompiledGALStep()
+    z, y = torch.randn(30, 1), torch.randn(30, 1)
+    for it in range(2):
+        out_c = step(z, lambda t: F.mse_loss(t, y), adj_c, 0.1, 0.1,
+                     optimizer=opt_c)
+        gal_step(z, lambda t: F.mse_loss(t, y), adj_e, 0.1, 0.1)
+        opt_e.step()
+        opt_e.zero_grad(set_to_none=True)
+    for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+        assert p.grad is None
+        torch.testing.assert_close(p, q)
+    # Adam with a pending .grad: that gradient is stepped with this one.
+    adj_c, opt_c, adj_e, opt_e = _adam_twins(torch.optim.Adam)
+    for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+        p.grad = torch.ones_like(p)
+        q.grad = torch.ones_like(q)
+    step(z, lambda t: F.mse_loss(t, y), adj_c, 0.1, 0.1, optimizer=opt_c)
+    gal_step(z, lambda t: F.mse_loss(t, y), adj_e, 0.1, 0.1)
+    opt_e.step()
+    for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+        assert p.grad is None
+        torch.testing.assert_close(p, q)
+    assert out_c.adopted.dtype == torch.bool
