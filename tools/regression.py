@@ -42,6 +42,13 @@ def parse_args(argv=None):
                    choices=('le', 'lt', 'always', 'never'))
     p.add_argument('--remainder', default='taylor',
                    choices=('taylor', 'reference'))
+    p.add_argument('--fast', default='eager',
+                   choices=('eager', 'auto', 'compile'),
+                   help="how the GAL step runs (GALSettings.fast): 'eager' "
+                   "(default, the reference), 'auto' (fused Adam for the "
+                   "adjuster), 'compile' (step and adjuster update as one "
+                   'compiled graph; compiles for seconds once per batch '
+                   'shape); the same training up to float rounding')
     p.add_argument('--seed', type=int, default=0, help='first seed')
     p.add_argument('--data-root', help='folder with boston_housing.data and '
                    'california_housing.csv (default: $MMGAL_DATA_ROOT, '
@@ -92,7 +99,8 @@ def main(argv=None):
                 runs=args.runs,
                 seed=args.seed,
                 data_root=args.data_root,
-                gal_kwargs=dict(policy=args.policy, remainder=args.remainder),
+                gal_kwargs=dict(policy=args.policy, remainder=args.remainder,
+                                fast=args.fast),
                 progress=tick,
                 **({'source': args.california_source}
                    if name == 'california' else {})))

@@ -4,13 +4,13 @@ from .datasets import (DATASETS, california_from_raw, load_boston,
                        resolve_data_root)
 from .experiment import (PAPER_MODELS, PAPER_TABLE_V, PROTOCOLS, Protocol,
                          format_table, make_protocol, run_dataset, t_test)
-from .trainer import (GALSettings, MLPRegressor, fit_regressor,
-                      regression_metrics)
+from .trainer import (GALSettings, MLPRegressor, RegressionStep,
+                      fit_regressor, regression_metrics)
 
 __all__ = [
     'DATASETS', 'PROTOCOLS', 'PAPER_MODELS', 'PAPER_TABLE_V',
     'california_from_raw', 'load_boston', 'load_california', 'load_dataset',
     'load_diabetes', 'resolve_data_root', 'Protocol', 'make_protocol',
     'run_dataset', 'format_table', 't_test', 'GALSettings', 'MLPRegressor',
-    'fit_regressor', 'regression_metrics'
+    'RegressionStep', 'fit_regressor', 'regression_metrics'
 ]

@@ -11,8 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmgal.core import (build_adjuster, check_count, check_gal_args,
-                        check_real, gal_step)
+from mmgal.core import (CompiledGALStep, GALOutput, build_adjuster,
+                        check_count, check_gal_args, check_real, gal_step)
+
+# GALSettings.fast: 'eager' (the reference: eager step, for-loop Adam, what
+# produced docs/results' Table V), 'auto' (eager step, fused Adam for the
+# adjuster), 'compile' (the step and the adjuster's Adam update as one
+# torch.compile-d graph).
+FAST_MODES = ('eager', 'auto', 'compile')
 
 
 class MLPRegressor(nn.Module):
@@ -49,6 +55,14 @@ class GALSettings:
         kind (str): Adjuster kind (``'mlp'``, ``'cnn'``, ``'uniform'``,
             ``'normal'``).
         lr_ratio (float): Adjuster lr = ``lr_ratio`` * model lr.
+        fast (str): How the GAL step runs: ``'eager'`` (default, the
+            reference: the eager step and a for-loop Adam, bit for bit what
+            produced the published tables), ``'auto'`` (the eager step and
+            PyTorch's fused Adam for the adjuster) or ``'compile'`` (the
+            step and the adjuster's Adam update as one ``torch.compile``-d
+            graph, see :class:`mmgal.core.CompiledGALStep`; compiling takes
+            seconds once, and once more for the smaller last batch). All
+            give the same training up to float rounding.
     """
     sigma: float = 0.1
     gamma: float = 1.0
@@ -57,9 +71,13 @@ class GALSettings:
     remainder: str = 'taylor'
     kind: str = 'mlp'
     lr_ratio: float = 1.0
+    fast: str = 'eager'
 
     def __post_init__(self):
         check_gal_args(self.sigma, self.gamma, self.policy, self.remainder)
+        if self.fast not in FAST_MODES:
+            raise ValueError(f'fast must be one of {FAST_MODES}, got '
+                             f'{self.fast!r}')
 
 
 @dataclass
@@ -74,6 +92,78 @@ class TrainResult:
 def _mse(model: nn.Module, X: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         return float(F.mse_loss(model(X).squeeze(-1), y))
+
+
+class RegressionStep:
+    """One training iteration of a regressor: MSE loss, Adam, and with
+    ``gal`` a GAL step on the predictions and the adjuster's update.
+
+    What :func:`fit_regressor` runs for every batch (and what
+    ``benchmarks/overhead.py`` times). The adjuster is built here, after
+    the model, from the global random stream, on the model's device.
+
+    Args:
+        model (nn.Module): The regressor; its output is (batch, 1).
+        lr (float): Adam's learning rate.
+        weight_decay (float): Adam's weight decay. Defaults to 0.
+        gal (GALSettings, optional): GAL's settings; None for the baseline.
+    """
+
+    def __init__(self,
+                 model: nn.Module,
+                 lr: float,
+                 weight_decay: float = 0.0,
+                 gal: Optional[GALSettings] = None):
+        self.model = model
+        self.gal = gal
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.adjuster = self.adjuster_optimizer = None
+        self._compiled = None
+        if gal is None:
+            return
+        device = next(model.parameters()).device
+        self.adjuster = build_adjuster(gal.kind, 1, gal.arch).to(device)
+        params = list(self.adjuster.parameters())
+        if params:
+            kwargs = dict(fused=True) if gal.fast == 'auto' else {}
+            try:
+                self.adjuster_optimizer = torch.optim.Adam(
+                    params, lr=lr * gal.lr_ratio, **kwargs)
+            except RuntimeError:  # no fused Adam for this device or dtype
+                self.adjuster_optimizer = torch.optim.Adam(
+                    params, lr=lr * gal.lr_ratio, foreach=True)
+        if gal.fast == 'compile':
+            self._compiled = CompiledGALStep()
+
+    def __call__(self, x: Tensor,
+                 y: Tensor) -> Tuple[Tensor, Optional[GALOutput]]:
+        """Train on one batch (x: (n, f), y: (n, 1)); returns the batch's
+        loss before the update (0-dim) and GAL's output (None without
+        GAL)."""
+        pred = self.model(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        gal, out = self.gal, None
+        if gal is None:
+            loss = F.mse_loss(pred, y)
+            loss.backward()
+        else:
+            args = (pred, lambda z: F.mse_loss(z, y), self.adjuster,
+                    self.optimizer.param_groups[0]['lr'], gal.sigma,
+                    gal.gamma, gal.policy, gal.remainder)
+            if self._compiled is not None:
+                # The adjuster's update is part of the compiled step.
+                out = self._compiled(*args,
+                                     optimizer=self.adjuster_optimizer)
+            else:
+                out = gal_step(*args)
+                if self.adjuster_optimizer is not None:
+                    self.adjuster_optimizer.step()
+                    self.adjuster_optimizer.zero_grad(set_to_none=True)
+            pred.backward(out.grad)
+            loss = out.loss
+        self.optimizer.step()
+        return loss.detach(), out
 
 
 def fit_regressor(X: np.ndarray,
@@ -114,14 +204,7 @@ def fit_regressor(X: np.ndarray,
     yt = torch.as_tensor(y, dtype=torch.float32)
     torch.manual_seed(seed)
     model = MLPRegressor(Xt.shape[1], hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr,
-                           weight_decay=weight_decay)
-    adjuster = adj_opt = None
-    if gal is not None:
-        adjuster = build_adjuster(gal.kind, 1, gal.arch)
-        params = list(adjuster.parameters())
-        if params:
-            adj_opt = torch.optim.Adam(params, lr=lr * gal.lr_ratio)
+    train_step = RegressionStep(model, lr, weight_decay, gal)
     gen = torch.Generator().manual_seed(seed)
     n = len(Xt)
     history: Dict[str, list] = {'train_loss': []}
@@ -143,24 +226,11 @@ def fit_regressor(X: np.ndarray,
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
             xb, yb = Xt[idx], yt[idx].unsqueeze(-1)
-            pred = model(xb)
-            opt.zero_grad(set_to_none=True)
-            if gal is None:
-                loss = F.mse_loss(pred, yb)
-                loss.backward()
-            else:
-                out = gal_step(pred, lambda z: F.mse_loss(z, yb), adjuster,
-                               opt.param_groups[0]['lr'], gal.sigma,
-                               gal.gamma, gal.policy, gal.remainder)
-                pred.backward(out.grad)
-                loss = out.loss
+            loss, out = train_step(xb, yb)
+            if out is not None:
                 adopt_sum += out.adopted
                 rem_sum += out.remainder.abs()
-                if adj_opt is not None:
-                    adj_opt.step()
-                    adj_opt.zero_grad(set_to_none=True)
-            opt.step()
-            loss_sum += loss.detach()
+            loss_sum += loss
             steps += 1
         history['train_loss'].append(float(loss_sum) / steps)
         if gal is not None:

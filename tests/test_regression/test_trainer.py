@@ -1,0 +1,76 @@
+"""RegressionStep and GALSettings.fast: every fast mode trains as the eager
+reference does; the eager mode is the reference loop, bit for bit."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmgal.core import build_adjuster, gal_step
+from mmgal.regression import (GALSettings, MLPRegressor, RegressionStep,
+                              fit_regressor, load_diabetes)
+
+
+def test_eager_mode_is_the_reference_loop_bit_for_bit():
+    gal = GALSettings(sigma=0.1, arch=(8, 4))
+    torch.manual_seed(0)
+    step = RegressionStep(MLPRegressor(10, (16, )), 1e-2, gal=gal)
+    # The loop the published tables come from, written out.
+    torch.manual_seed(0)
+    model = MLPRegressor(10, (16, ))
+    adjuster = build_adjuster('mlp', 1, (8, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x, y = torch.randn(32, 10, generator=gen), torch.randn(32, 1,
+                                                                generator=gen)
+        loss, out = step(x, y)
+        pred = model(x)
+        opt.zero_grad(set_to_none=True)
+        ref = gal_step(pred, lambda z: F.mse_loss(z, y), adjuster, 1e-2, 0.1)
+        pred.backward(ref.grad)
+        adj_opt.step()
+        adj_opt.zero_grad(set_to_none=True)
+        opt.step()
+        assert torch.equal(loss, ref.loss)
+        assert torch.equal(out.adopted, ref.adopted)
+    for got, want in ((step.model, model), (step.adjuster, adjuster)):
+        for p, q in zip(got.parameters(), want.parameters()):
+            assert torch.equal(p, q)
+
+
+def test_fast_mode_is_checked():
+    with pytest.raises(ValueError, match=r"fast must be one of \('eager', "
+                       r"'auto', 'compile'\), got 'fused'"):
+        GALSettings(fast='fused')
+
+
+def _fit(fast):
+    X, y = load_diabetes()
+    # 160 rows in batches of 50: the last batch (10 rows) has another shape.
+    return fit_regressor(X[:160], y[:160], (16, ), epochs=3, batch_size=50,
+                         lr=1e-2, seed=0,
+                         gal=GALSettings(sigma=0.1, arch=(8, 4), fast=fast))
+
+
+def _assert_same_training(got, want):
+    assert got.history['adopt_rate'] == want.history['adopt_rate']
+    assert got.history['train_loss'] == pytest.approx(
+        want.history['train_loss'], rel=1e-4)
+    # R = l' - l + eta <g~, g> cancels: float32 rounding of l (here ~2e4,
+    # raw targets) bounds its accuracy, not R's size.
+    scale = max(want.history['train_loss'])
+    assert got.history['remainder'] == pytest.approx(
+        want.history['remainder'], abs=1e-6 * scale)
+    for p, q in zip(got.model.parameters(), want.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_mode_trains_as_the_eager_reference():
+    _assert_same_training(_fit('auto'), _fit('eager'))
+
+
+@pytest.mark.slow
+def test_compile_mode_trains_as_the_eager_reference():
+    """The step and the adjuster's Adam update compiled (its first step
+    eager, then one graph per batch shape) train as the eager loop."""
+    _assert_same_training(_fit('compile'), _fit('eager'))
