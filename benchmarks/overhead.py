@@ -13,7 +13,9 @@ Cases (each through the same code path as training):
   small input (``--detr-size``, default 128), batch 2, 100 queries,
   adjuster (64, 16) on the boxes of the 6 decoder layers.
 - ``mlp``: the regression MLP of California housing (8 -> 256 -> 64 -> 1),
-  batch 200, adjuster (128, 2), the standalone trainer's step.
+  batch 200, adjuster (128, 2): one ``RegressionStep`` of the standalone
+  regression module (what ``fit_regressor`` runs per batch) with
+  ``GALSettings(fast=--fast)``.
 
 Time: both arms are built once in one process and timed interleaved
 (the order alternates every repeat), ``--iters`` iterations per timing,
@@ -34,6 +36,7 @@ counts host reads of tensor values (``item``, ``bool``, ``tolist``,
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import platform
@@ -147,38 +150,20 @@ def _install_gal(head, wrapper, device):
 
 
 def _mlp(gal: bool, device: str, amp: bool):
-    import torch.nn.functional as F
-
-    from mmgal.core import CompiledGALStep, build_adjuster, gal_step
-    from mmgal.regression import MLPRegressor
+    from mmgal.regression import GALSettings, MLPRegressor, RegressionStep
     torch.manual_seed(0)
     model = MLPRegressor(8, (256, 64)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    adjuster = build_adjuster('mlp', 1, (128, 2)).to(device)
-    # As GALOptimWrapper(fast=FAST) would: the standalone trainer's
-    # for-loop Adam with 'eager', the fused one otherwise.
-    adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-3,
-                               **({} if FAST == 'eager' else
-                                  dict(fused=True)))
-    step_fn = CompiledGALStep() if FAST == 'compile' else gal_step
+    # The standalone regression module's own iteration, with its fast mode
+    # (--fast): 'eager' the reference (for-loop Adam), 'auto' a fused Adam
+    # for the adjuster, 'compile' the step and the adjuster's Adam update
+    # as one compiled graph.
+    settings = GALSettings(sigma=0.1, arch=(128, 2), fast=FAST) if gal \
+        else None
+    step = RegressionStep(model, 1e-3, gal=settings)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 8, generator=gen).to(device)
     y = torch.randn(200, 1, generator=gen).to(device)
-
-    def step():
-        pred = model(x)
-        opt.zero_grad(set_to_none=True)
-        if gal:
-            out = step_fn(pred, lambda z: F.mse_loss(z, y), adjuster,
-                          opt.param_groups[0]['lr'], 0.1)
-            pred.backward(out.grad)
-            adj_opt.step()
-            adj_opt.zero_grad(set_to_none=True)
-        else:
-            F.mse_loss(pred, y).backward()
-        opt.step()
-
-    return step
+    return lambda: step(x, y)
 
 
 def build_step(case: str, gal: bool, device: str, amp: bool,
@@ -205,8 +190,26 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def calibrate_iters(step, device: str, min_window: float) -> int:
+    """Iterations per timed window so that a window of ``step`` lasts at
+    least ``min_window`` seconds (at least 3): sub-millisecond steps timed a
+    few at a time measure the switch between the arms (cold caches, the
+    other arm's code) more than the steps."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    _sync(device)
+    per_iter = (time.perf_counter() - t0) / 3
+    return max(3, math.ceil(min_window / max(per_iter, 1e-9)))
+
+
 def time_case(case, device, amp, iters, repeats, warmup, detr_size,
-              sync_iters=0):
+              sync_iters=0, min_window=0.1):
+    """Median seconds per iteration of both arms (and every repeat's, and
+    the synchronisations counted); ``iters=None`` calibrates the window on
+    the baseline arm (:func:`calibrate_iters`). Returns (medians, times,
+    syncs, iters)."""
     steps = {
         arm: build_step(case, arm == 'gal', device, amp, detr_size)
         for arm in ('baseline', 'gal')
@@ -215,6 +218,8 @@ def time_case(case, device, amp, iters, repeats, warmup, detr_size,
         for _ in range(warmup):
             step()
     _sync(device)
+    if iters is None:
+        iters = calibrate_iters(steps['baseline'], device, min_window)
     syncs = {
         arm: count_syncs(step, device, sync_iters)
         for arm, step in steps.items()
@@ -230,7 +235,7 @@ def time_case(case, device, amp, iters, repeats, warmup, detr_size,
             _sync(device)
             times[arm].append((time.perf_counter() - t0) / iters)
     med = {arm: statistics.median(v) for arm, v in times.items()}
-    return med, times, syncs
+    return med, times, syncs, iters
 
 
 _HOST_READS = ('item', '__bool__', 'tolist', '__float__', '__int__',
@@ -340,7 +345,12 @@ def main(argv=None):
                    else 'cpu')
     p.add_argument('--amp', action='store_true',
                    help='fp16 AMP with dynamic loss scaling (CUDA)')
-    p.add_argument('--iters', type=int, default=5)
+    p.add_argument('--iters', type=int, default=None,
+                   help='iterations per timed window (default: enough for '
+                   '--min-window, at least 3)')
+    p.add_argument('--min-window', type=float, default=0.1,
+                   help='seconds a timed window lasts at least when --iters '
+                   'is not given (default 0.1)')
     p.add_argument('--repeats', type=int, default=11)
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--detr-size', type=int, default=128)
@@ -351,10 +361,11 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--fast', default='auto',
                    choices=('auto', 'compile', 'eager'),
-                   help="GALOptimWrapper.fast of the GAL arms (the MLP arm: "
-                   "'eager' = the standalone trainer's for-loop Adam and "
-                   "eager step, 'auto' = fused Adam, 'compile' = fused Adam "
-                   'and the compiled step)')
+                   help="GALOptimWrapper.fast of the GAL arms; the MLP "
+                   "arm: GALSettings.fast of the regression module ('eager' "
+                   "= eager step and for-loop Adam, 'auto' = fused Adam, "
+                   "'compile' = the step and the adjuster's Adam update as "
+                   'one compiled graph)')
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--rss-child', nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -368,14 +379,14 @@ def main(argv=None):
     cases = CASES if args.case == 'all' else (args.case, )
     rows = []
     for case in cases:
-        med, times, syncs = time_case(case, args.device, args.amp,
-                                      args.iters, args.repeats, args.warmup,
-                                      args.detr_size, args.sync_iters)
+        med, times, syncs, iters = time_case(
+            case, args.device, args.amp, args.iters, args.repeats,
+            args.warmup, args.detr_size, args.sync_iters, args.min_window)
         mem = None if args.no_memory else memory_case(
-            case, args.device, args.amp, args.iters, args.warmup,
+            case, args.device, args.amp, iters, args.warmup,
             args.detr_size)
-        rows.append(dict(case=case, median_s=med, times_s=times, memory=mem,
-                         syncs=syncs))
+        rows.append(dict(case=case, iters=iters, median_s=med,
+                         times_s=times, memory=mem, syncs=syncs))
         print(f'[{case}] baseline {med["baseline"] * 1e3:.2f} ms, GAL '
               f'{med["gal"] * 1e3:.2f} ms', file=sys.stderr)
     machine = (f'{platform.node()}: {platform.processor() or "cpu"}, '
@@ -383,9 +394,10 @@ def main(argv=None):
                f'{torch.__version__}, device {args.device}'
                + (f' ({torch.cuda.get_device_name()})'
                   if args.device.startswith('cuda') else ''))
-    print(f'\nmachine: {machine}; amp: {args.amp}; median of '
-          f'{args.repeats} repeats x {args.iters} iterations, arms '
-          'interleaved\n')
+    per_case = ', '.join(f'{r["case"]} {r["iters"]}' for r in rows)
+    print(f'\nmachine: {machine}; amp: {args.amp}; fast: {args.fast}; '
+          f'median of {args.repeats} repeats of a window of iterations '
+          f'({per_case}), arms interleaved\n')
     sync_kind = ('host-device syncs' if args.device.startswith('cuda') else
                  'host reads')
     print('| case | baseline ms/iter | GAL ms/iter | time ratio | '

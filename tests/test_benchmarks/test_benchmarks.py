@@ -48,6 +48,19 @@ def test_overhead_benchmark_prints_a_ratio_table(capsys):
     assert '| mlp |' in out
 
 
+def test_overhead_window_is_calibrated_to_last_min_window():
+    import time
+    assert 3 <= overhead.calibrate_iters(lambda: time.sleep(0.01), 'cpu',
+                                         0.05) <= 5
+    # A fast step gets many iterations per window, a slow one at least 3.
+    assert overhead.calibrate_iters(lambda: None, 'cpu', 0.05) > 1000
+    assert overhead.calibrate_iters(lambda: time.sleep(0.02), 'cpu',
+                                    0.001) == 3
+    rows = overhead.main(['--case', 'mlp', '--repeats', '1', '--warmup', '0',
+                          '--no-memory', '--min-window', '0.01'])
+    assert rows[0]['iters'] >= 3
+
+
 def test_overhead_counts_host_reads_per_step_in_both_arms():
     import torch
     x = torch.ones(3)
@@ -69,8 +82,9 @@ def test_overhead_counts_host_reads_per_step_in_both_arms():
 def test_gal_adds_no_host_reads_to_a_training_step(case):
     """The benchmark's count, as a check: the GAL arm of a whole training
     step reads no more tensor values on the host than the baseline arm."""
-    _, _, syncs = overhead.time_case(case, 'cpu', False, iters=1, repeats=1,
-                                     warmup=1, detr_size=64, sync_iters=1)
+    _, _, syncs, _ = overhead.time_case(case, 'cpu', False, iters=1,
+                                        repeats=1, warmup=1, detr_size=64,
+                                        sync_iters=1)
     assert syncs['gal'] == syncs['baseline'], syncs
 
 
