@@ -87,8 +87,8 @@ def _adam_update(optimizer: Optional[Optimizer],
     """The in-graph update for ``optimizer``, or None where the graph cannot
     apply it exactly as ``optimizer.step()`` would: not a torch.optim Adam
     or AdamW, another set of parameters, several param groups, no state
-    yet (its first step makes it), or a gradient already pending in
-    ``.grad``."""
+    yet (its first step makes it), a step count on another device than its
+    parameter, or a gradient already pending in ``.grad``."""
     if type(optimizer) not in (Adam, AdamW) or \
             len(optimizer.param_groups) != 1:
         return None
@@ -101,7 +101,11 @@ def _adam_update(optimizer: Optional[Optimizer],
     states = [optimizer.state.get(p, {}) for p in group['params']]
     keys = ('step', 'exp_avg', 'exp_avg_sq') + (
         ('max_exp_avg_sq', ) if group['amsgrad'] else ())
-    if any(k not in st for st in states for k in keys):
+    if any(k not in st for st in states for k in keys) or any(
+            st['step'].device != p.device
+            for st, p in zip(states, group['params'])):
+        # A step count on the host (Adam without capturable/fused on a
+        # GPU) would be copied to the device every step: stepped eagerly.
         return None
     beta1, beta2 = group['betas']
     return _AdamUpdate(

@@ -127,6 +127,10 @@ class RegressionStep:
         params = list(self.adjuster.parameters())
         if params:
             kwargs = dict(fused=True) if gal.fast == 'auto' else {}
+            if gal.fast == 'compile' and device.type == 'cuda':
+                # Its step count on the GPU, so the compiled graph applies
+                # the update without a host-to-device copy.
+                kwargs = dict(capturable=True)
             try:
                 self.adjuster_optimizer = torch.optim.Adam(
                     params, lr=lr * gal.lr_ratio, **kwargs)

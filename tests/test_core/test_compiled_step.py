@@ -170,6 +170,16 @@ def test_compiled_step_steps_other_optimizers_and_pending_grads_eagerly():
     for p, q in zip(adj_c.parameters(), adj_e.parameters()):
         assert p.grad is None
         torch.testing.assert_close(p, q)
+    # Adam whose step count lives on another device than its parameters
+    # (here: faked): stepped eagerly, the same update.
+    from mmgal.core.compiled_step import _adam_update
+    adj, opt, _, _ = _adam_twins(torch.optim.Adam)
+    step(z, lambda t: F.mse_loss(t, y), adj, 0.1, 0.1, optimizer=opt)
+    params = dict(adj.named_parameters())
+    assert _adam_update(opt, params) is not None
+    first = next(iter(opt.state.values()))
+    first['step'] = first['step'].to('meta')
+    assert _adam_update(opt, params) is None
     # Adam with a pending .grad: that gradient is stepped with this one.
     adj_c, opt_c, adj_e, opt_e = _adam_twins(torch.optim.Adam)
     for p, q in zip(adj_c.parameters(), adj_e.parameters()):

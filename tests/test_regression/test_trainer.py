@@ -74,3 +74,31 @@ def test_compile_mode_trains_as_the_eager_reference():
     """The step and the adjuster's Adam update compiled (its first step
     eager, then one graph per batch shape) train as the eager loop."""
     _assert_same_training(_fit('compile'), _fit('eager'))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='needs a CUDA device')
+def test_compile_mode_on_cuda_trains_as_the_eager_reference():
+    """On a GPU the adjuster's Adam keeps its step count on the device
+    (capturable), so its update is in the compiled graph; the training is
+    the eager one's."""
+    steps = {}
+    for fast in ('eager', 'compile'):
+        torch.manual_seed(0)
+        steps[fast] = RegressionStep(
+            MLPRegressor(10, (16, )).cuda(), 1e-2,
+            gal=GALSettings(sigma=0.1, arch=(8, 4), fast=fast))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        x = torch.randn(32, 10, generator=gen).cuda()
+        y = torch.randn(32, 1, generator=gen).cuda()
+        (loss_c, out_c), (loss_e, out_e) = (steps[f](x, y)
+                                            for f in ('compile', 'eager'))
+        torch.testing.assert_close(loss_c, loss_e)
+        assert torch.equal(out_c.adopted, out_e.adopted)
+    state = steps['compile'].adjuster_optimizer.state
+    assert all(st['step'].is_cuda for st in state.values())
+    for p, q in zip(steps['compile'].model.parameters(),
+                    steps['eager'].model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
