@@ -142,3 +142,29 @@ def test_analyze_logs_plots_the_paper_figures(tmp_path):
 def test_analyze_logs_missing_log_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='no scalars.json under'):
         analyze_logs.main([str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_gpu_session_script_writes_a_summary_and_one_archive(tmp_path):
+    """benchmarks/gpu_session.sh, tried on the CPU (DEVICE/CASES): each
+    command's rc in the summary with its table row, everything in one
+    archive; a bad part is a usage error."""
+    import os
+    import subprocess
+    import tarfile
+    env = dict(os.environ, DEVICE='cpu', CASES='mlp', PYTHON=sys.executable,
+               OUT=str(tmp_path))
+    script = osp.join(REPO, 'benchmarks', 'gpu_session.sh')
+    res = subprocess.run(['bash', script, 'overhead', 'auto'], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = (tmp_path / 'overhead_auto.md').read_text()
+    assert '- mlp: rc 0,' in summary
+    assert '| mlp |' in summary
+    with tarfile.open(tmp_path / 'overhead_auto.tar.gz') as tar:
+        names = tar.getnames()
+    assert 'overhead_auto/mlp_cpu_auto.json' in names
+    assert 'overhead_auto/mlp.log' in names
+    bad = subprocess.run(['bash', script, 'overhead', 'fused'], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and 'usage:' in bad.stderr
