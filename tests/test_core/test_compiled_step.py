@@ -84,17 +84,22 @@ def test_compiled_step_guards_non_finite_and_checks_its_inputs():
         step(z, lambda t: F.cross_entropy(t, y), adj_c, float('nan'), 0.1)
 
 
-def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
-    """Patched before compiling (patching Tensor methods invalidates the
-    compiled graph's guards, and compiling reads constants), then counted
-    on a call of the cached graph."""
-    from torch._dynamo.utils import counters
+def _count_host_reads(monkeypatch) -> list:
     reads = []
     for name in ('__bool__', 'item', 'tolist'):
         orig = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name,
                             lambda self, *a, _o=orig, _n=name, **k:
                             reads.append(_n) or _o(self, *a, **k))
+    return reads
+
+
+def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
+    """Patched before compiling (patching Tensor methods invalidates the
+    compiled graph's guards, and compiling reads constants), then counted
+    on a call of the cached graph."""
+    from torch._dynamo.utils import counters
+    reads = _count_host_reads(monkeypatch)
     step = CompiledGALStep()
     adj, _ = twin_adjusters(10)
     z = torch.randn(16, 10)
@@ -110,6 +115,34 @@ def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
     assert counters['stats']['unique_graphs'] == graphs  # no recompile
     monkeypatch.undo()
     assert reads == []
+
+
+def test_a_compiled_call_with_the_adjusters_update_reads_nothing_on_host(
+        monkeypatch):
+    """The same with ``optimizer=``: once Adam has its state (its first,
+    eager step reads its step count), a call of the graph, update
+    included, reads no tensor value on the host."""
+    from torch._dynamo.utils import counters
+    reads = _count_host_reads(monkeypatch)
+    step = CompiledGALStep()
+    adj, _ = twin_adjusters(1, (16, 4))
+    opt = torch.optim.Adam(adj.parameters(), lr=1e-2)
+    z, y = torch.randn(24, 1), torch.randn(24, 1)
+
+    def mse(target):  # one code object, a new closure per call
+        return lambda t: F.mse_loss(t, target)
+
+    for _ in range(3):  # eager first step, compile, the cached graph
+        step(z, mse(y), adj, 0.1, 0.1, optimizer=opt)
+    graphs = counters['stats']['unique_graphs']
+    steps_before = [float(st['step']) for st in opt.state.values()]
+    reads.clear()
+    step(z, mse(y.flip(0)), adj, 0.1, 0.1, optimizer=opt)
+    assert counters['stats']['unique_graphs'] == graphs
+    assert reads == []
+    monkeypatch.undo()
+    assert [float(st['step']) for st in opt.state.values()] == [
+        s + 1 for s in steps_before]
 
 
 def _adam_twins(kind, **kwargs):
