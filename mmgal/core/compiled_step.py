@@ -219,10 +219,22 @@ class CompiledGALStep:
         if not isinstance(lr, Tensor):
             lr = torch.full((), float(lr), dtype=work_dtype, device=z.device)
         adj_dtype = next(iter(params.values())).dtype
-        out, grads = self._fn(params, self._buffers, z0,
-                              lr, loss_fn, adjuster, adj_dtype, float(sigma),
-                              float(gamma), policy, remainder, grouped,
-                              z.dtype, update)
+        try:
+            out, grads = self._fn(params, self._buffers, z0, lr, loss_fn,
+                                  adjuster, adj_dtype, float(sigma),
+                                  float(gamma), policy, remainder, grouped,
+                                  z.dtype, update)
+        except Exception as err:
+            if not type(err).__module__.startswith(
+                    ('torch._dynamo', 'torch._inductor')):
+                raise
+            cause = getattr(err, 'inner_exception', None) or err
+            first = (str(cause).strip().splitlines() or [''])[0]
+            raise RuntimeError(
+                'CompiledGALStep: torch.compile could not build the GAL '
+                f'step ({type(cause).__name__}: {first}). The eager step '
+                "gives the same update: set fast='auto' "
+                "(GALOptimWrapper) or fast='eager' (GALSettings)") from err
         if grads is not None:
             # Accumulated: the wrapper sums over micro-batches and groups.
             add_to_grads([self._params[k] for k in grads],

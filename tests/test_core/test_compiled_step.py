@@ -225,3 +225,21 @@ def test_compiled_step_steps_other_optimizers_and_pending_grads_eagerly():
         assert p.grad is None
         torch.testing.assert_close(p, q)
     assert out_c.adopted.dtype == torch.bool
+
+
+def test_a_compiler_failure_says_which_setting_avoids_it():
+    """A machine where torch.compile cannot build the step (no C++
+    compiler, no Triton) gets an error naming the eager settings."""
+    def broken_backend(gm, example_inputs):
+        raise OSError('no working C++ compiler found')
+
+    step = CompiledGALStep(backend=broken_backend)
+    adj, _ = twin_adjusters(3)
+    z, y = torch.randn(7, 3), torch.randint(0, 3, (7, ))
+    with pytest.raises(RuntimeError, match=r"could not build the GAL step "
+                       r"\(.*no working C\+\+ compiler.*fast='auto'"):
+        step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
+    # A loss that fails on its own is not reworded.
+    with pytest.raises(ValueError, match='mine'):
+        step(z, lambda t: (_ for _ in ()).throw(ValueError('mine')), adj,
+             0.1, 0.1)
