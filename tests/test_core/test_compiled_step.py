@@ -233,6 +233,9 @@ def test_a_compiler_failure_says_which_setting_avoids_it():
     def broken_backend(gm, example_inputs):
         raise OSError('no working C++ compiler found')
 
+    # Past the earlier tests' compilations the step's code is at dynamo's
+    # recompile limit and would run uncompiled: start afresh.
+    torch._dynamo.reset()
     step = CompiledGALStep(backend=broken_backend)
     adj, _ = twin_adjusters(3)
     z, y = torch.randn(7, 3), torch.randint(0, 3, (7, ))
