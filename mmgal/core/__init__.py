@@ -3,13 +3,15 @@ from .adjusters import (ADJUSTER_KINDS, CNNGradientAdjuster, GradientAdjuster,
                         NoiseGradientAdjuster, build_adjuster,
                         check_arch)
 from .compiled_step import CompiledGALStep
+from .fast_optimizer import fast_optimizer
 from .gal_step import (POLICIES, REMAINDERS, GALOutput, check_gal_args,
                        check_count, check_real, check_step_args,
                        gal_step, is_real)
 
 __all__ = [
     'ADJUSTER_KINDS', 'POLICIES', 'REMAINDERS', 'GradientAdjuster',
-    'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster', 'check_arch',
-    'CompiledGALStep', 'GALOutput', 'check_gal_args', 'check_count', 'check_real', 'check_step_args', 'gal_step',
-    'is_real'
+    'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster',
+    'check_arch', 'CompiledGALStep', 'fast_optimizer', 'GALOutput',
+    'check_gal_args', 'check_count', 'check_real', 'check_step_args',
+    'gal_step', 'is_real'
 ]

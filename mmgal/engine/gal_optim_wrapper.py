@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from mmgal.core import (ADJUSTER_KINDS, CompiledGALStep, build_adjuster,
-                        check_arch, check_gal_args, check_real, gal_step,
-                        is_real)
+                        check_arch, check_gal_args, check_real,
+                        fast_optimizer, gal_step, is_real)
 
 GAL_STATE_KEY = 'gal'
 # 'auto': the eager step, fused/foreach adjuster optimizer where PyTorch has
@@ -344,20 +344,12 @@ class GALOptimWrapper(OptimWrapper):
     def _fused(self, klass: type, params: list,
                kwargs: dict) -> Optimizer:
         """``klass(params, **kwargs)``; unless ``fast='eager'``, a PyTorch
-        optimizer that has a fused (else a foreach) implementation uses it,
-        unless the settings chose one: the adjuster's update is then a few
-        kernels instead of a dozen per parameter, and reads no step count
-        on the host."""
+        optimizer runs on its fused (else foreach) implementation where it
+        has one and the settings chose none
+        (:func:`mmgal.core.fast_optimizer`)."""
         if self.fast != 'eager' and klass.__module__.startswith(
                 'torch.optim'):
-            accepted = inspect.signature(klass.__init__).parameters
-            for flag in ('fused', 'foreach'):
-                if flag in accepted and kwargs.get('fused') is None and \
-                        kwargs.get('foreach') is None:
-                    try:
-                        return klass(params, **dict(kwargs, **{flag: True}))
-                    except (RuntimeError, ValueError, TypeError):
-                        continue  # not for this device or dtype
+            return fast_optimizer(klass, params, kwargs)
         return klass(params, **kwargs)
 
     def gal_forward(self, z: Tensor, loss_fn, grouped: bool = False

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmgal.core import (CompiledGALStep, GALOutput, build_adjuster,
-                        check_count, check_gal_args, check_real, gal_step)
+                        check_count, check_gal_args, check_real,
+                        fast_optimizer, gal_step)
 
 # GALSettings.fast: 'eager' (the reference: eager step, for-loop Adam, what
 # produced docs/results' Table V), 'auto' (eager step, fused Adam for the
@@ -126,17 +127,16 @@ class RegressionStep:
         self.adjuster = build_adjuster(gal.kind, 1, gal.arch).to(device)
         params = list(self.adjuster.parameters())
         if params:
-            kwargs = dict(fused=True) if gal.fast == 'auto' else {}
-            if gal.fast == 'compile' and device.type == 'cuda':
-                # Its step count on the GPU, so the compiled graph applies
-                # the update without a host-to-device copy.
-                kwargs = dict(capturable=True)
-            try:
-                self.adjuster_optimizer = torch.optim.Adam(
-                    params, lr=lr * gal.lr_ratio, **kwargs)
-            except RuntimeError:  # no fused Adam for this device or dtype
-                self.adjuster_optimizer = torch.optim.Adam(
-                    params, lr=lr * gal.lr_ratio, foreach=True)
+            kwargs = dict(lr=lr * gal.lr_ratio)
+            if gal.fast == 'auto':
+                self.adjuster_optimizer = fast_optimizer(
+                    torch.optim.Adam, params, kwargs)
+            else:
+                if gal.fast == 'compile' and device.type == 'cuda':
+                    # Its step count on the GPU, so the compiled graph
+                    # applies the update without a host-to-device copy.
+                    kwargs['capturable'] = True
+                self.adjuster_optimizer = torch.optim.Adam(params, **kwargs)
         if gal.fast == 'compile':
             self._compiled = CompiledGALStep()
 
