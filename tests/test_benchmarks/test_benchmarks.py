@@ -168,3 +168,14 @@ def test_gpu_session_script_writes_a_summary_and_one_archive(tmp_path):
     bad = subprocess.run(['bash', script, 'overhead', 'fused'], env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and 'usage:' in bad.stderr
+
+
+def test_remainder_precision_compares_fp32_with_fp64(capsys, data_root):
+    import remainder_precision
+    rows = remainder_precision.main(['--epochs', '1', '--batches', '5',
+                                     '--data-root', data_root])
+    assert len(rows) == 4 and any(k.startswith('digits') for k in rows)
+    for r in rows.values():
+        assert 0 <= r['sign_agreement'] <= 1
+        assert r['fp32_spacing'] > 0 and r['median_abs_R64'] > 0
+    assert '| R / spacing |' in capsys.readouterr().out

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Is GAL's remainder above the working precision? fp32 vs fp64, per task.
+
+    python benchmarks/remainder_precision.py [--epochs 5] [--batches 50]
+
+GAL's adjuster minimises |R| with R = l(z') - l(z) + eta <g~, g>, a
+second-order quantity (~ eta^2 g~'Hg~ / 2) computed as the difference of
+two losses of order 1. When |R| is below the spacing of float32 numbers
+around l (eps * |l|), the sign of R, and with it the adjuster's gradient,
+is set by rounding. For each task this trains the model briefly (no GAL),
+then on ``--batches`` random batches runs one GAL step in float32 (what
+training uses) and the same step in float64 (same adjuster, same z) and
+prints: median |R| in float64, median |l|, float32's spacing there, how
+often the two signs of R agree, and the median relative error of R32.
+
+Tasks: the three regression datasets with the paper's protocol (the
+models, adjusters, lr 1e-3, batch 200, sigma 0.1 of Table V; Boston and
+California from ``--data-root`` / $MMGAL_DATA_ROOT), and, for contrast, a
+classifier on scikit-learn's digits with the quick start's lr (0.05) and
+batch (32), cross-entropy, sigma 0.01.
+"""
+import argparse
+import copy
+import os.path as osp
+import statistics
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def measure(z, target, loss, adjuster, lr, sigma, batches, batch, gen):
+    """One GAL step per random batch in fp32 and fp64; the row's numbers."""
+    from mmgal.core import gal_step
+    adj64 = copy.deepcopy(adjuster).double()
+    r64, losses, agree, rel = [], [], 0, []
+    for _ in range(batches):
+        idx = torch.randint(0, len(z), (batch, ), generator=gen)
+        zb, tb = z[idx], target[idx]
+        o32 = gal_step(zb, lambda t: loss(t, tb), adjuster, lr, sigma)
+        t64 = tb.double() if tb.is_floating_point() else tb
+        o64 = gal_step(zb.double(), lambda t: loss(t, t64), adj64, lr,
+                       sigma)
+        a, b = float(o32.remainder), float(o64.remainder)
+        r64.append(abs(b))
+        losses.append(abs(float(o64.loss)))
+        agree += (a > 0) == (b > 0)
+        rel.append(abs(a - b) / max(abs(b), 1e-300))
+    mr, ml = statistics.median(r64), statistics.median(losses)
+    spacing = float(np.spacing(np.float32(ml)))
+    return dict(median_abs_R64=mr, median_loss=ml, fp32_spacing=spacing,
+                R_over_spacing=mr / spacing, sign_agreement=agree / batches,
+                median_rel_error_R32=statistics.median(rel))
+
+
+
+def regression_rows(args, gen):
+    from mmgal.core import build_adjuster
+    from mmgal.regression import (DATASETS, PAPER_MODELS, fit_regressor,
+                                  load_dataset, make_protocol)
+    from mmgal.regression.experiment import _Split
+    proto = make_protocol('paper')
+    rows = {}
+    for name in DATASETS:
+        X, y = load_dataset(name, args.data_root)
+        split = _Split(X, y, proto, 0)
+        res = fit_regressor(*split.train, PAPER_MODELS[name]['hidden'],
+                            epochs=args.epochs, batch_size=proto.batch_size,
+                            lr=proto.lr, seed=0)
+        Xt = torch.as_tensor(split.train[0], dtype=torch.float32)
+        with torch.no_grad():
+            z = res.model(Xt)
+        target = torch.as_tensor(split.train[1],
+                                 dtype=torch.float32).unsqueeze(-1)
+        torch.manual_seed(0)
+        adjuster = build_adjuster('mlp', 1, PAPER_MODELS[name]['arch'])
+        rows[f'{name} (MSE, lr {proto.lr:g}, sigma {proto.sigma:g})'] = \
+            measure(z, target, F.mse_loss, adjuster, proto.lr, proto.sigma,
+                    args.batches, proto.batch_size, gen)
+    return rows
+
+
+def digits_row(args, gen):
+    from sklearn.datasets import load_digits
+
+    from mmgal.core import build_adjuster
+    X, y = load_digits(return_X_y=True)
+    X = torch.as_tensor(X / 16.0, dtype=torch.float32)
+    y = torch.as_tensor(y)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(args.epochs):
+        for idx in torch.randperm(len(X), generator=gen).split(32):
+            opt.zero_grad()
+            F.cross_entropy(model(X[idx]), y[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        z = model(X)
+    torch.manual_seed(0)
+    adjuster = build_adjuster('mlp', 10, (100, 32, 16))
+    return {'digits (cross-entropy, lr 0.05, sigma 0.01)':
+            measure(z, y, F.cross_entropy, adjuster, 0.05, 0.01,
+                    args.batches, 32, gen)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--epochs', type=int, default=5,
+                   help='training epochs before measuring (default 5)')
+    p.add_argument('--batches', type=int, default=50)
+    p.add_argument('--data-root', default=None)
+    args = p.parse_args(argv)
+    gen = torch.Generator().manual_seed(0)
+    rows = regression_rows(args, gen)
+    rows.update(digits_row(args, gen))
+    print(f'torch {torch.__version__}; {args.epochs} epochs of training, '
+          f'then {args.batches} batches\n')
+    print('| task | median abs R (fp64) | median loss | fp32 spacing at '
+          'the loss | R / spacing | sign of R agrees (fp32 vs fp64) | '
+          'median rel. error of R (fp32) |')
+    print('|---|---|---|---|---|---|---|')
+    for name, r in rows.items():
+        print(f'| {name} | {r["median_abs_R64"]:.2e} | '
+              f'{r["median_loss"]:.3g} | {r["fp32_spacing"]:.1e} | '
+              f'{r["R_over_spacing"]:.2g} | {r["sign_agreement"]:.0%} | '
+              f'{r["median_rel_error_R32"]:.2g} |')
+    return rows
+
+
+if __name__ == '__main__':
+    main()
