@@ -49,6 +49,12 @@ def parse_args(argv=None):
                    "adjuster), 'compile' (step and adjuster update as one "
                    'compiled graph; compiles for seconds once per batch '
                    'shape); the same training up to float rounding')
+    p.add_argument('--gal-dtype', default=None,
+                   choices=('float32', 'float64'),
+                   help="dtype of GAL's maths (GALSettings.gal_dtype; "
+                   'default float32 as the authors\' release): float64 '
+                   'resolves the remainder, which float32 rounds away on '
+                   'these tasks (docs/results/remainder_precision.md)')
     p.add_argument('--seed', type=int, default=0, help='first seed')
     p.add_argument('--data-root', help='folder with boston_housing.data and '
                    'california_housing.csv (default: $MMGAL_DATA_ROOT, '
@@ -100,7 +106,7 @@ def main(argv=None):
                 seed=args.seed,
                 data_root=args.data_root,
                 gal_kwargs=dict(policy=args.policy, remainder=args.remainder,
-                                fast=args.fast),
+                                fast=args.fast, gal_dtype=args.gal_dtype),
                 progress=tick,
                 **({'source': args.california_source}
                    if name == 'california' else {})))

@@ -19,7 +19,7 @@ from torch.optim import Adam, AdamW, Optimizer
 
 from .gal_step import (GALOutput, _cast, _decide, _finite, _remainder,
                        add_to_grads, check_step_args, gal_step,
-                       loss_and_grad)
+                       loss_and_grad, work_dtype)
 
 
 # torch.optim.adam the module (torch.optim.adam is the function there).
@@ -126,7 +126,8 @@ def _adam_update(optimizer: Optional[Optimizer],
 class CompiledGALStep:
     """:func:`gal_step` run as one ``torch.compile``-d graph.
 
-    Call it like :func:`gal_step`; it returns the same :class:`GALOutput`
+    Call it like :func:`gal_step` (``dtype`` included); it returns the
+    same :class:`GALOutput`
     and accumulates the same adjuster gradient into ``.grad`` (equal up to
     float rounding). The first call per input shape compiles (seconds to a
     minute); later calls with the same shapes, any targets and any lr reuse
@@ -186,9 +187,10 @@ class CompiledGALStep:
                  policy: str = 'le',
                  remainder: str = 'taylor',
                  grouped: bool = False,
-                 optimizer: Optional[Optimizer] = None) -> GALOutput:
+                 optimizer: Optional[Optimizer] = None,
+                 dtype: Optional[torch.dtype] = None) -> GALOutput:
         loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                     remainder, grouped)
+                                     remainder, grouped, dtype)
         if adjuster is not self._adjuster:
             self._adjuster = adjuster
             self._params = {name: p for name, p in
@@ -200,14 +202,14 @@ class CompiledGALStep:
             # No parameters (noise adjusters), or an optimizer the graph
             # does not apply (its first step makes Adam's state): eagerly.
             out = gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
-                           remainder, grouped)
+                           remainder, grouped, dtype)
             if optimizer is not None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             return out
-        work_dtype = torch.promote_types(z.dtype, torch.float32)
-        z0 = _cast(z.detach(), work_dtype)
-        key = (tuple(z.shape), z.dtype, grouped)
+        work = work_dtype(z.dtype, dtype)
+        z0 = _cast(z.detach(), work)
+        key = (tuple(z.shape), z.dtype, work, grouped)
         if key not in self._checked:
             # What gal_step refuses, checked eagerly once per shape:
             # torch.func would give a zero gradient for a loss that does
@@ -217,7 +219,7 @@ class CompiledGALStep:
                               loss_shape, grouped)
             self._checked.add(key)
         if not isinstance(lr, Tensor):
-            lr = torch.full((), float(lr), dtype=work_dtype, device=z.device)
+            lr = torch.full((), float(lr), dtype=work, device=z.device)
         adj_dtype = next(iter(params.values())).dtype
         try:
             out, grads = self._fn(params, self._buffers, z0, lr, loss_fn,

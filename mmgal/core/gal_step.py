@@ -13,7 +13,7 @@ branch on a tensor value, so the step adds no host-device synchronisation.
 """
 import math
 import numbers
-from typing import Callable, NamedTuple, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -104,6 +104,25 @@ def _check_lr(lr) -> None:
             check_real('lr', float(lr))  # a CPU read, no device sync
         return
     check_real('lr', lr)
+
+
+WORK_DTYPES = (None, torch.float32, torch.float64)
+
+
+def dtype_from_name(field: str, name: Optional[str]) -> Optional[torch.dtype]:
+    """The work dtype a setting names (None, ``'float32'``,
+    ``'float64'``), or ``ValueError`` naming ``field``."""
+    names = (None, 'float32', 'float64')
+    if name not in names:
+        raise ValueError(f'{field} must be one of {names}, got {name!r}')
+    return None if name is None else getattr(torch, name)
+
+
+def work_dtype(z_dtype: torch.dtype, dtype=None) -> torch.dtype:
+    """The dtype GAL's maths run in: ``dtype`` when given, else z's dtype
+    and at least float32 (fp16/bf16 features neither overflow nor lose the
+    small tentative differences)."""
+    return dtype or torch.promote_types(z_dtype, torch.float32)
 
 
 def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -234,10 +253,13 @@ def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
 
 def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
                     gamma: float, policy: str, remainder: str,
-                    grouped: bool) -> tuple:
+                    grouped: bool, dtype=None) -> tuple:
     """``ValueError`` naming the first bad argument of a GAL step; returns
     the shape the loss must have (``(G, )`` grouped, else ``()``)."""
     check_gal_args(sigma, gamma, policy, remainder)
+    if dtype not in WORK_DTYPES:
+        raise ValueError(f'dtype must be one of {WORK_DTYPES}, got '
+                         f'{dtype!r}')
     _check_lr(lr)
     if not isinstance(z, Tensor) or not z.is_floating_point():
         raise ValueError('z must be a floating-point tensor (the gradient '
@@ -264,7 +286,8 @@ def gal_step(z: Tensor,
              gamma: float = 1.0,
              policy: str = 'le',
              remainder: str = 'taylor',
-             grouped: bool = False) -> GALOutput:
+             grouped: bool = False,
+             dtype: Optional[torch.dtype] = None) -> GALOutput:
     """Run one gradient-adjustment step.
 
     Args:
@@ -293,23 +316,31 @@ def gal_step(z: Tensor,
             gradient, not only its own). Every field of the output is then
             per group, shape (G, ).
 
+        dtype (torch.dtype, optional): The dtype of GAL's maths: the loss
+            at z and z', the remainder and the choice (the adjuster keeps
+            its own). Defaults to None: z's dtype, at least float32.
+            ``torch.float64`` resolves the remainder where float32 cannot:
+            R is second order in lr and, as a difference of two losses,
+            can fall below float32's rounding of the loss
+            (``benchmarks/remainder_precision.py``). ``grad`` keeps z's
+            dtype either way.
+
     Returns:
         GALOutput: see its docstring.
     """
     loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                 remainder, grouped)
+                                 remainder, grouped, dtype)
     out_dtype = z.dtype
-    # GAL's maths run in (at least) fp32 and outside autocast, so fp16/bf16
-    # features neither overflow nor lose the small tentative differences.
-    work_dtype = torch.promote_types(z.dtype, torch.float32)
-    adj_dtype = next((p.dtype for p in adjuster.parameters()), work_dtype)
+    # Outside autocast, in work_dtype (see work_dtype()).
+    work = work_dtype(z.dtype, dtype)
+    adj_dtype = next((p.dtype for p in adjuster.parameters()), work)
     with torch.autocast(device_type=z.device.type, enabled=False), \
             torch.enable_grad():
-        z0 = _cast(z.detach(), work_dtype).requires_grad_(True)
+        z0 = _cast(z.detach(), work).requires_grad_(True)
         loss, g = loss_and_grad(z0, loss_fn, loss_shape, grouped)
         zc = z0.detach()
         loss = loss.detach()
-        a = _cast(adjuster(_cast(zc, adj_dtype)), work_dtype)
+        a = _cast(adjuster(_cast(zc, adj_dtype)), work)
         g_adj, tentative, rem, g_norm, a_norm = _remainder(
             zc, g, loss, a, loss_fn, lr, sigma, gamma, remainder, grouped)
         finite = _finite(rem, lr)
@@ -319,6 +350,6 @@ def gal_step(z: Tensor,
             grads = torch.autograd.grad(objective, params,
                                         allow_unused=True)
             _accumulate(params, grads, finite.all() if grouped else finite)
-    return _decide(loss, _cast(tentative.detach(), work_dtype), rem.detach(),
+    return _decide(loss, _cast(tentative.detach(), work), rem.detach(),
                    finite, g, g_adj.detach(), a.detach(), g_norm,
                    a_norm.detach(), policy, grouped, out_dtype)

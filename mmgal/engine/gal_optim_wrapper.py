@@ -14,7 +14,8 @@ from torch.optim import Optimizer
 
 from mmgal.core import (ADJUSTER_KINDS, CompiledGALStep, build_adjuster,
                         check_arch, check_gal_args, check_real,
-                        fast_optimizer, gal_step, is_real)
+                        dtype_from_name, fast_optimizer, gal_step, is_real,
+                        work_dtype)
 
 GAL_STATE_KEY = 'gal'
 # 'auto': the eager step, fused/foreach adjuster optimizer where PyTorch has
@@ -129,6 +130,13 @@ class GALOptimWrapper(OptimWrapper):
             iteration and once more for a new batch shape); ``'eager'``:
             the plain per-operator step and optimizer. All compute the same
             update up to float rounding.
+        gal_dtype (str, optional): The dtype of GAL's maths (the losses at
+            z and z', the remainder, the choice): ``'float64'`` resolves
+            the remainder where float32 rounds it away (it is second order
+            in lr; see ``docs/results/remainder_precision.md``), at the
+            cost of float64 work on the head's small output; ``'float32'``
+            forces float32. Defaults to None: the output's dtype, at least
+            float32 (the authors' release).
         **kwargs: ``accumulative_counts`` and ``clip_grad`` of
             :class:`OptimWrapper`.
     """
@@ -152,6 +160,7 @@ class GALOptimWrapper(OptimWrapper):
                  dtype: Union[None, str, torch.dtype] = None,
                  use_fsdp: bool = False,
                  fast: str = 'auto',
+                 gal_dtype: Optional[str] = None,
                  **kwargs):
         if use_fsdp:
             raise ValueError('use_fsdp=True is not supported by '
@@ -163,6 +172,7 @@ class GALOptimWrapper(OptimWrapper):
             raise ValueError(f'fast must be one of {FAST_MODES}, got '
                              f'{fast!r}')
         self.fast = fast
+        self.gal_dtype = dtype_from_name('gal_dtype', gal_dtype)
         self._gal_step = CompiledGALStep() if fast == 'compile' else gal_step
         if adjuster not in ADJUSTER_KINDS:
             raise ValueError(f'adjuster must be one of {ADJUSTER_KINDS}, got '
@@ -380,11 +390,14 @@ class GALOptimWrapper(OptimWrapper):
             gamma=self.gamma,
             policy=self.policy,
             remainder=self.remainder,
-            grouped=grouped)
+            grouped=grouped,
+            dtype=self.gal_dtype)
         self._gal_micro_steps += out.adopted.numel()
         self._record(out)
         loss = out.loss.sum() if grouped else out.loss
-        return _InjectGrad.apply(z, loss, out.grad)
+        # The dtype the loss has without gal_dtype: float64 GAL maths do
+        # not turn the model's loss into float64.
+        return _InjectGrad.apply(z, loss.to(work_dtype(z.dtype)), out.grad)
 
     def _record(self, out) -> None:
         # One vector per step (a grouped step: summed over its groups),

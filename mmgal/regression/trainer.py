@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmgal.core import (CompiledGALStep, GALOutput, build_adjuster,
                         check_count, check_gal_args, check_real,
-                        fast_optimizer, gal_step)
+                        dtype_from_name, fast_optimizer, gal_step)
 
 # GALSettings.fast: 'eager' (the reference: eager step, for-loop Adam, what
 # produced docs/results' Table V), 'auto' (eager step, fused Adam for the
@@ -64,6 +64,10 @@ class GALSettings:
             graph, see :class:`mmgal.core.CompiledGALStep`; compiling takes
             seconds once, and once more for the smaller last batch). All
             give the same training up to float rounding.
+        gal_dtype (str, optional): The dtype of GAL's maths: ``'float64'``
+            resolves the remainder, which float32 rounds away on these
+            tasks (``docs/results/remainder_precision.md``); None (default)
+            or ``'float32'``: float32, as the authors' release.
     """
     sigma: float = 0.1
     gamma: float = 1.0
@@ -73,12 +77,14 @@ class GALSettings:
     kind: str = 'mlp'
     lr_ratio: float = 1.0
     fast: str = 'eager'
+    gal_dtype: Optional[str] = None
 
     def __post_init__(self):
         check_gal_args(self.sigma, self.gamma, self.policy, self.remainder)
         if self.fast not in FAST_MODES:
             raise ValueError(f'fast must be one of {FAST_MODES}, got '
                              f'{self.fast!r}')
+        dtype_from_name('gal_dtype', self.gal_dtype)
 
 
 @dataclass
@@ -155,12 +161,14 @@ class RegressionStep:
             args = (pred, lambda z: F.mse_loss(z, y), self.adjuster,
                     self.optimizer.param_groups[0]['lr'], gal.sigma,
                     gal.gamma, gal.policy, gal.remainder)
+            dtype = dtype_from_name('gal_dtype', gal.gal_dtype)
             if self._compiled is not None:
                 # The adjuster's update is part of the compiled step.
                 out = self._compiled(*args,
-                                     optimizer=self.adjuster_optimizer)
+                                     optimizer=self.adjuster_optimizer,
+                                     dtype=dtype)
             else:
-                out = gal_step(*args)
+                out = gal_step(*args, dtype=dtype)
                 if self.adjuster_optimizer is not None:
                     self.adjuster_optimizer.step()
                     self.adjuster_optimizer.zero_grad(set_to_none=True)

@@ -246,3 +246,15 @@ def test_a_compiler_failure_says_which_setting_avoids_it():
     with pytest.raises(ValueError, match='mine'):
         step(z, lambda t: (_ for _ in ()).throw(ValueError('mine')), adj,
              0.1, 0.1)
+
+
+def test_compiled_step_in_float64_equals_the_eager_one():
+    step = CompiledGALStep()
+    adj_c, adj_e = twin_adjusters(1, (16, 4))
+    z, y = torch.randn(40, 1), torch.randn(40, 1)
+    out_c = step(z, lambda t: F.mse_loss(t, y), adj_c, 1e-3, 0.1,
+                 dtype=torch.float64)
+    out_e = gal_step(z, lambda t: F.mse_loss(t, y), adj_e, 1e-3, 0.1,
+                     dtype=torch.float64)
+    assert out_c.remainder.dtype == torch.float64
+    assert_same(out_c, out_e, adj_c, adj_e)

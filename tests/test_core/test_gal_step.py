@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmgal.core import GradientAdjuster, gal_step
@@ -502,3 +503,33 @@ def test_grouped_loss_shape_is_checked():
                        r'tensor \(one loss per group\)'):
         gal_step(z, lambda zz: zz.sum(), LinearAdjuster(4, torch.float32),
                  0.1, 0.1, grouped=True)
+
+
+def test_float64_work_dtype_resolves_the_mse_remainder():
+    """For MSE the remainder is exactly lr^2 * mean(g~^2) (> 0). In float64
+    the step computes that; the gradient keeps z's float32."""
+    torch.manual_seed(0)
+    adj = GradientAdjuster(1, (16, 4))
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(10):
+        z = torch.randn(200, 1, generator=gen)
+        y = torch.randn(200, 1, generator=gen)
+        out = gal_step(z, lambda t: F.mse_loss(t, y), adj, 1e-3, 0.1,
+                       dtype=torch.float64)
+        assert out.grad.dtype == torch.float32
+        assert out.remainder.dtype == torch.float64
+        z64, y64 = z.double(), y.double()
+        g = 2 * (z64 - y64) / z.numel()
+        a = adj(z).detach().double()
+        g_adj = g + 0.1 * a / a.abs() * g.abs()
+        exact = 1e-6 * (g_adj**2).mean()
+        # float64 still cancels l' - l (~1e-10 of l ~ 1): ~6 digits left;
+        # float32 gets no digit and not even the sign.
+        torch.testing.assert_close(out.remainder, exact, rtol=1e-4, atol=0)
+
+
+def test_work_dtype_is_checked():
+    adj = GradientAdjuster(2, (4, ))
+    with pytest.raises(ValueError, match='dtype must be one of'):
+        gal_step(torch.zeros(3, 2), lambda t: t.sum(), adj, 0.1, 0.1,
+                 dtype=torch.float16)

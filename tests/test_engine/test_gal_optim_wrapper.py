@@ -279,6 +279,8 @@ def test_stats_average_over_the_interval_with_one_sync():
     (dict(loss_scale='static'), "loss_scale must be 'dynamic', a finite "
      'number > 0 or a dict'),
     (dict(use_fsdp=True), 'use_fsdp=True is not supported'),
+    (dict(gal_dtype='float16'), r"gal_dtype must be one of \(None, "
+     r"'float32', 'float64'\), got 'float16'"),
 ])
 def test_bad_settings_raise_naming_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -480,3 +482,21 @@ def test_fast_compile_updates_like_auto():
     sa, sc = w_a.pop_gal_stats(), w_c.pop_gal_stats()
     for k in sa:
         assert sc[k] == pytest.approx(sa[k], rel=1e-3, abs=1e-7), k
+
+
+def test_gal_dtype_float64_runs_gals_maths_in_float64():
+    """The step runs in float64 (its remainder is float64's) while the
+    model's gradient and the logged loss keep the model's float32."""
+    model, wrapper = make(arch=(8, ), sigma=0.1, gal_dtype='float64')
+    wrapper.setup_adjuster(4)
+    x, y = batch(0)
+    z = model(x)
+    loss = wrapper.gal_forward(z, lambda t: F.cross_entropy(t, y))
+    assert loss.dtype == torch.float32
+    ref = gal_step(z, lambda t: F.cross_entropy(t, y), wrapper.adjuster, 0.1,
+                   0.1, dtype=torch.float64)
+    assert ref.remainder.dtype == torch.float64
+    torch.testing.assert_close(
+        wrapper.pop_gal_stats()['remainder'], float(ref.remainder.abs()))
+    wrapper.update_params(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -38,10 +38,23 @@ def test_eager_mode_is_the_reference_loop_bit_for_bit():
             assert torch.equal(p, q)
 
 
-def test_fast_mode_is_checked():
+def test_fast_mode_and_gal_dtype_are_checked():
     with pytest.raises(ValueError, match=r"fast must be one of \('eager', "
                        r"'auto', 'compile'\), got 'fused'"):
         GALSettings(fast='fused')
+    with pytest.raises(ValueError, match=r"gal_dtype must be one of \(None, "
+                       r"'float32', 'float64'\), got 'half'"):
+        GALSettings(gal_dtype='half')
+
+
+def test_gal_dtype_float64_computes_the_remainder_in_float64():
+    torch.manual_seed(0)
+    step = RegressionStep(MLPRegressor(10, (16, )), 1e-3,
+                          gal=GALSettings(arch=(8, 4), gal_dtype='float64'))
+    loss, out = step(torch.randn(32, 10), torch.randn(32, 1))
+    assert out.remainder.dtype == torch.float64
+    assert float(out.remainder) > 0  # MSE: lr^2 mean(g~^2)
+    assert all(p.dtype == torch.float32 for p in step.model.parameters())
 
 
 def _fit(fast):
