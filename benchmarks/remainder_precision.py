@@ -13,7 +13,10 @@ training uses) and the same step in float64 (same adjuster, same z) and
 prints: median |R| in float64, median |l|, float32's spacing there, how
 often the two signs of R agree, the median relative error of R32, and for
 MSE (whose remainder is exactly lr^2 * mean(g~^2)) how far the float64
-step's R is from that closed form.
+step's R is from that closed form, and the largest entry of the
+adjuster's gradient d|R|/dphi from the float64 step (with one output,
+d = 1, the row-normalised adjustment is sign(a) * sigma * |g|, whose
+derivative w.r.t. a is zero: the adjuster gets no gradient).
 
 Tasks: the three regression datasets with the paper's protocol (the
 models, adjusters, lr 1e-3, batch 200, sigma 0.1 of Table V; Boston and
@@ -38,14 +41,17 @@ def measure(z, target, loss, adjuster, lr, sigma, batches, batch, gen):
     """One GAL step per random batch in fp32 and fp64; the row's numbers."""
     from mmgal.core import gal_step
     adj64 = copy.deepcopy(adjuster).double()
-    r64, losses, agree, rel, rel64 = [], [], 0, [], []
+    r64, losses, agree, rel, rel64, adj_grad = [], [], 0, [], [], []
     for _ in range(batches):
         idx = torch.randint(0, len(z), (batch, ), generator=gen)
         zb, tb = z[idx], target[idx]
         o32 = gal_step(zb, lambda t: loss(t, tb), adjuster, lr, sigma)
         t64 = tb.double() if tb.is_floating_point() else tb
+        adj64.zero_grad(set_to_none=True)
         o64 = gal_step(zb.double(), lambda t: loss(t, t64), adj64, lr,
                        sigma)
+        adj_grad.append(max(float(q.grad.abs().max())
+                            for q in adj64.parameters()))
         a, b = float(o32.remainder), float(o64.remainder)
         if loss is F.mse_loss:
             # MSE's remainder in closed form: lr^2 * mean(g~^2), no
@@ -62,7 +68,8 @@ def measure(z, target, loss, adjuster, lr, sigma, batches, batch, gen):
                 R_over_spacing=mr / spacing, sign_agreement=agree / batches,
                 median_rel_error_R32=statistics.median(rel),
                 median_rel_error_R64_vs_exact=statistics.median(rel64)
-                if rel64 else None)
+                if rel64 else None,
+                median_adjuster_grad64=statistics.median(adj_grad))
 
 
 
@@ -133,15 +140,16 @@ def main(argv=None):
     print('| task | median abs R (fp64) | median loss | fp32 spacing at '
           'the loss | R / spacing | sign of R agrees (fp32 vs fp64) | '
           'median rel. error of R (fp32) | rel. error of R (fp64) vs the '
-          'closed form (MSE) |')
-    print('|---|---|---|---|---|---|---|---|')
+          'closed form (MSE) | largest adjuster gradient (fp64, median) |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for name, r in rows.items():
         print(f'| {name} | {r["median_abs_R64"]:.2e} | '
               f'{r["median_loss"]:.3g} | {r["fp32_spacing"]:.1e} | '
               f'{r["R_over_spacing"]:.2g} | {r["sign_agreement"]:.0%} | '
               f'{r["median_rel_error_R32"]:.2g} | ' +
               ('-' if r['median_rel_error_R64_vs_exact'] is None else
-               f'{r["median_rel_error_R64_vs_exact"]:.1e}') + ' |')
+               f'{r["median_rel_error_R64_vs_exact"]:.1e}') +
+              f' | {r["median_adjuster_grad64"]:.1e} |')
     return rows
 
 

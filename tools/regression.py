@@ -54,7 +54,8 @@ def parse_args(argv=None):
                    help="dtype of GAL's maths (GALSettings.gal_dtype; "
                    'default float32 as the authors\' release): float64 '
                    'resolves the remainder, which float32 rounds away on '
-                   'these tasks (docs/results/remainder_precision.md)')
+                   'these tasks; with d = 1 the adjuster gets no gradient '
+                   'either way (docs/results/remainder_precision.md)')
     p.add_argument('--seed', type=int, default=0, help='first seed')
     p.add_argument('--data-root', help='folder with boston_housing.data and '
                    'california_housing.csv (default: $MMGAL_DATA_ROOT, '

@@ -66,8 +66,10 @@ class GALSettings:
             give the same training up to float rounding.
         gal_dtype (str, optional): The dtype of GAL's maths: ``'float64'``
             resolves the remainder, which float32 rounds away on these
-            tasks (``docs/results/remainder_precision.md``); None (default)
-            or ``'float32'``: float32, as the authors' release.
+            tasks; None (default) or ``'float32'``: float32, as the
+            authors' release. With one output (d = 1, as here) the
+            adjuster gets no gradient in either dtype
+            (``docs/results/remainder_precision.md``).
     """
     sigma: float = 0.1
     gamma: float = 1.0
