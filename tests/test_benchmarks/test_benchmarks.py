@@ -173,7 +173,11 @@ def test_gpu_session_script_writes_a_summary_and_one_archive(tmp_path):
 def test_remainder_precision_compares_fp32_with_fp64(capsys, data_root):
     import remainder_precision
     rows = remainder_precision.main(['--epochs', '1', '--batches', '5',
-                                     '--data-root', data_root])
+                                     '--data-root', data_root,
+                                     '--train-steps', '120'])
+    motion = rows.pop('adjuster_motion')
+    assert set(motion) == {'float32', 'float64'}
+    assert all(0 <= r['shrunk_share'] <= 1 for r in motion.values())
     assert len(rows) == 4 and any(k.startswith('digits') for k in rows)
     for r in rows.values():
         assert 0 <= r['sign_agreement'] <= 1
