@@ -5,6 +5,7 @@ adjustment of the same shape. Its raw output is normalised row-wise by
 :func:`mmgal.core.gal_step` (Eq. 4 of the paper), so only its direction
 matters. Plain PyTorch, no framework imports.
 """
+import warnings
 from typing import Sequence, Tuple
 
 import torch
@@ -149,6 +150,14 @@ def build_adjuster(kind: str = 'mlp',
         arch (Sequence[int]): Hidden widths (MLP) or channels (CNN); unused
             by the noise kinds.
     """
+    if kind in ('mlp', 'cnn') and dim == 1:
+        warnings.warn(
+            'a learned adjuster for d = 1 gets no gradient: Eq. 4 normalises '
+            'each row of the adjustment, and for one feature a/|a| is '
+            'sign(a), whose derivative is zero. It keeps its initial '
+            'weights, and GAL scales each sample\'s gradient by 1 +- sigma '
+            'with the sign they give (docs/results/remainder_precision.md)',
+            UserWarning, stacklevel=2)
     if kind == 'mlp':
         return GradientAdjuster(dim, arch)
     if kind == 'cnn':

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -83,3 +85,19 @@ def test_bad_kind_and_dim_raise():
         GradientAdjuster(0, (4, ))
     with pytest.raises(ValueError, match='kernel_size must be a positive odd'):
         CNNGradientAdjuster(4, (4, ), kernel_size=2)
+
+
+def test_a_learned_adjuster_for_one_feature_warns_it_cannot_learn():
+    """d = 1: a/|a| = sign(a) has a zero derivative; the warning says so,
+    and a GAL step indeed leaves the adjuster (next to) no gradient."""
+    import torch.nn.functional as F
+    with pytest.warns(UserWarning, match='d = 1 gets no gradient'):
+        adj = build_adjuster('mlp', 1, (16, 4))
+    z, y = torch.randn(50, 1), torch.randn(50, 1)
+    gal_step(z, lambda t: F.mse_loss(t, y), adj, 0.1, 0.1,
+             dtype=torch.float64)
+    assert max(float(p.grad.abs().max()) for p in adj.parameters()) < 1e-15
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        build_adjuster('mlp', 2, (4, ))
+        build_adjuster('normal', 1)
