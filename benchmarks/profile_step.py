@@ -41,12 +41,9 @@ def in_context(dev, rows, compiled_step, eager_step):
     """A GAL step alone vs right after the regression model's own step
     (8 -> 256 -> 64 -> 1, MSE, Adam): what the step costs in a training
     loop, where the model's step has just run through the caches."""
-    from mmgal.regression import RegressionStep
+    from mmgal.regression import MLPRegressor, RegressionStep
     torch.manual_seed(0)
-    model_step = RegressionStep(
-        torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.ReLU(),
-                            torch.nn.Linear(256, 64), torch.nn.ReLU(),
-                            torch.nn.Linear(64, 1)).to(dev), 1e-3)
+    model_step = RegressionStep(MLPRegressor(8, (256, 64)).to(dev), 1e-3)
     x = torch.randn(rows, 8, device=dev)
     y = torch.randn(rows, 1, device=dev)
 

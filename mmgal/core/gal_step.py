@@ -106,16 +106,19 @@ def _check_lr(lr) -> None:
     check_real('lr', lr)
 
 
-WORK_DTYPES = (None, torch.float32, torch.float64)
+# The work dtypes a step takes (None: z's, at least float32) and their
+# names in settings.
+WORK_DTYPE_NAMES = (None, 'float32', 'float64')
+WORK_DTYPES = tuple(n and getattr(torch, n) for n in WORK_DTYPE_NAMES)
 
 
 def dtype_from_name(field: str, name: Optional[str]) -> Optional[torch.dtype]:
-    """The work dtype a setting names (None, ``'float32'``,
-    ``'float64'``), or ``ValueError`` naming ``field``."""
-    names = (None, 'float32', 'float64')
-    if name not in names:
-        raise ValueError(f'{field} must be one of {names}, got {name!r}')
-    return None if name is None else getattr(torch, name)
+    """The work dtype a setting names (one of ``WORK_DTYPE_NAMES``), or
+    ``ValueError`` naming ``field``."""
+    if name not in WORK_DTYPE_NAMES:
+        raise ValueError(f'{field} must be one of {WORK_DTYPE_NAMES}, got '
+                         f'{name!r}')
+    return WORK_DTYPES[WORK_DTYPE_NAMES.index(name)]
 
 
 def work_dtype(z_dtype: torch.dtype, dtype=None) -> torch.dtype:

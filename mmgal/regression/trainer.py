@@ -129,6 +129,7 @@ class RegressionStep:
             model.parameters(), lr=lr, weight_decay=weight_decay)
         self.adjuster = self.adjuster_optimizer = None
         self._compiled = None
+        self._dtype = None
         if gal is None:
             return
         device = next(model.parameters()).device
@@ -147,6 +148,7 @@ class RegressionStep:
                 self.adjuster_optimizer = torch.optim.Adam(params, **kwargs)
         if gal.fast == 'compile':
             self._compiled = CompiledGALStep()
+        self._dtype = dtype_from_name('gal_dtype', gal.gal_dtype)
 
     def __call__(self, x: Tensor,
                  y: Tensor) -> Tuple[Tensor, Optional[GALOutput]]:
@@ -163,14 +165,13 @@ class RegressionStep:
             args = (pred, lambda z: F.mse_loss(z, y), self.adjuster,
                     self.optimizer.param_groups[0]['lr'], gal.sigma,
                     gal.gamma, gal.policy, gal.remainder)
-            dtype = dtype_from_name('gal_dtype', gal.gal_dtype)
             if self._compiled is not None:
                 # The adjuster's update is part of the compiled step.
                 out = self._compiled(*args,
                                      optimizer=self.adjuster_optimizer,
-                                     dtype=dtype)
+                                     dtype=self._dtype)
             else:
-                out = gal_step(*args, dtype=dtype)
+                out = gal_step(*args, dtype=self._dtype)
                 if self.adjuster_optimizer is not None:
                     self.adjuster_optimizer.step()
                     self.adjuster_optimizer.zero_grad(set_to_none=True)
