@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmgal.core import NORMALIZATIONS, OBJECTIVES, REMAINDERS  # noqa: E402
 from mmgal.regression import (DATASETS, PROTOCOLS, format_table,  # noqa: E402
                               make_protocol, run_dataset)
 from mmgal.regression.experiment import to_csv_rows  # noqa: E402
@@ -40,8 +41,19 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, help='batch size (default 200)')
     p.add_argument('--policy', default='le',
                    choices=('le', 'lt', 'always', 'never'))
-    p.add_argument('--remainder', default='taylor',
-                   choices=('taylor', 'reference'))
+    p.add_argument('--remainder', default='exact', choices=REMAINDERS,
+                   help="'exact' (default: MSE's closed form), 'taylor' "
+                   '(the difference of two losses in --gal-dtype: the '
+                   "tables made before the exact form), 'reference' (the "
+                   "authors' release)")
+    p.add_argument('--objective', default='normalized', choices=OBJECTIVES,
+                   help="the adjuster's objective: 'normalized' (default, "
+                   "|R| / (lr |g~|)^2) or 'abs' (the paper's |R|)")
+    p.add_argument('--normalize', default='auto', choices=NORMALIZATIONS,
+                   help="Eq. 4's norms: 'auto' (default; here, with one "
+                   "output, 'batch': a deviation from Eq. 4 that lets the "
+                   "adjuster learn), 'row' (Eq. 4 as written: no gradient "
+                   "for d = 1) or 'batch'")
     p.add_argument('--fast', default='eager',
                    choices=('eager', 'auto', 'compile'),
                    help="how the GAL step runs (GALSettings.fast): 'eager' "
@@ -52,10 +64,10 @@ def parse_args(argv=None):
     p.add_argument('--gal-dtype', default=None,
                    choices=('float32', 'float64'),
                    help="dtype of GAL's maths (GALSettings.gal_dtype; "
-                   'default float32 as the authors\' release): float64 '
+                   "default float32): with --remainder taylor, float64 "
                    'resolves the remainder, which float32 rounds away on '
-                   'these tasks; with d = 1 the adjuster gets no gradient '
-                   'either way (docs/results/remainder_precision.md)')
+                   'these tasks (docs/results/remainder_precision.md); the '
+                   'exact remainder needs no more than float32')
     p.add_argument('--seed', type=int, default=0, help='first seed')
     p.add_argument('--data-root', help='folder with boston_housing.data and '
                    'california_housing.csv (default: $MMGAL_DATA_ROOT, '
@@ -107,7 +119,9 @@ def main(argv=None):
                 seed=args.seed,
                 data_root=args.data_root,
                 gal_kwargs=dict(policy=args.policy, remainder=args.remainder,
-                                fast=args.fast, gal_dtype=args.gal_dtype),
+                                objective=args.objective,
+                                normalize=args.normalize, fast=args.fast,
+                                gal_dtype=args.gal_dtype),
                 progress=tick,
                 **({'source': args.california_source}
                    if name == 'california' else {})))

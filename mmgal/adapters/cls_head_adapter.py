@@ -1,9 +1,61 @@
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from mmgal.core import ExactLoss, softmax_remainder, softplus_remainder
 from .base_adapter import GAL_ADAPTERS, BaseGALAdapter, GALForward
+
+
+def curvature_kind(loss_module: nn.Module) -> Optional[str]:
+    """``'softmax'`` or ``'sigmoid'`` for MMPretrain's cross-entropy losses
+    (``CrossEntropyLoss``, ``LabelSmoothLoss``; exactly these classes),
+    whose value is c * logsumexp(z) per row (softmax) or c * softplus(z)
+    per element (sigmoid) plus a term linear in z; None for any other
+    loss."""
+    from mmpretrain.models.losses import CrossEntropyLoss, LabelSmoothLoss
+    if type(loss_module) is LabelSmoothLoss:
+        loss_module = loss_module.ce
+    if type(loss_module) is not CrossEntropyLoss:
+        return None
+    return 'sigmoid' if loss_module.use_sigmoid else 'softmax'
+
+
+def exact_loss(loss_fn: Callable[..., Tensor], kind: Optional[str]
+               ) -> Callable[[Tensor], Tensor]:
+    """``loss_fn(z, reduction_override=None)`` (the head's loss module with
+    its targets and arguments bound) as an :class:`ExactLoss` whose
+    remainder is the closed form of ``kind`` (see :func:`curvature_kind`);
+    ``loss_fn`` itself for ``kind=None``.
+
+    The coefficient c of each row (softmax) or element (sigmoid) is read
+    off the loss module at z = 0, where the linear term vanishes and
+    logsumexp = log C (softplus = log 2): unreduced, that is c before the
+    reduction, and the reduced value over the unreduced sum is the
+    reduction's factor (1 / batch size, 1 / avg_factor, loss_weight). So
+    hard labels, label smoothing, Mixup/CutMix scores, class and sample
+    weights and ``pos_weight`` need no formula of their own.
+    """
+    if kind is None:
+        return lambda z: loss_fn(z)
+
+    def remainder_fn(z: Tensor, delta: Tensor) -> Tensor:
+        zeros = torch.zeros_like(z)
+        per = loss_fn(zeros, reduction_override='none')
+        total = loss_fn(zeros)
+        denom = per.sum()
+        scale = torch.where(denom != 0, total / torch.where(
+            denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(
+                denom))
+        log_base = math.log(z.shape[-1]) if kind == 'softmax' else math.log(
+            2.0)
+        coef = per * (scale / log_base)
+        if kind == 'softmax':
+            return softmax_remainder(z, delta, coef.reshape(z.shape[:-1]))
+        return softplus_remainder(z, delta, coef.reshape(z.shape))
+
+    return ExactLoss(lambda z: loss_fn(z), remainder_fn)
 
 
 @GAL_ADAPTERS.register_module()
@@ -15,7 +67,11 @@ class ClsHeadAdapter(BaseGALAdapter):
     adapter puts a forward hook on ``loss_module``: z is the logits passed
     to it, and the tentative loss calls the same loss module with the same
     target (hard labels, or the soft ``gt_score`` of mixup/cutmix) and
-    arguments. Accuracy is not recomputed. Heads that call the loss module
+    arguments. For MMPretrain's ``CrossEntropyLoss`` and ``LabelSmoothLoss``
+    (softmax or sigmoid; class weights, ``pos_weight``, label smoothing and
+    soft targets included) GAL gets the remainder in closed form
+    (:func:`exact_loss`); any other loss module runs GAL's loss
+    evaluations in float64. Accuracy is not recomputed. Heads that call the loss module
     several times (``ConformerHead``, once per branch) get one GAL step per
     call, all with the same adjuster.
 
@@ -53,6 +109,7 @@ class ClsHeadAdapter(BaseGALAdapter):
     def install(self, gal_forward: GALForward) -> None:
         if self._handle is not None:
             return
+        kind = curvature_kind(self.head.loss_module)
 
         def tap(module: nn.Module, args: tuple, kwargs: dict,
                 output: torch.Tensor) -> Optional[torch.Tensor]:
@@ -60,11 +117,13 @@ class ClsHeadAdapter(BaseGALAdapter):
             if not (torch.is_grad_enabled() and z.requires_grad):
                 return None  # validation losses and frozen heads: untouched
 
-            def loss_fn(z_new):
+            def loss_fn(z_new, reduction_override=None):
                 # .forward skips the hooks, so this does not recurse.
-                return module.forward(z_new, *args[1:], **kwargs)
+                kw = kwargs if reduction_override is None else dict(
+                    kwargs, reduction_override=reduction_override)
+                return module.forward(z_new, *args[1:], **kw)
 
-            return gal_forward(z, loss_fn)
+            return gal_forward(z, exact_loss(loss_fn, kind))
 
         self._handle = self.head.loss_module.register_forward_hook(
             tap, with_kwargs=True)

@@ -1,19 +1,28 @@
 """GAL's algorithm in plain PyTorch (no framework imports)."""
 from .adjusters import (ADJUSTER_KINDS, CNNGradientAdjuster, GradientAdjuster,
                         NoiseGradientAdjuster, build_adjuster,
-                        check_arch)
+                        check_arch, warn_if_unlearnable)
 from .compiled_step import CompiledGALStep
 from .fast_optimizer import fast_optimizer
-from .gal_step import (POLICIES, REMAINDERS, WORK_DTYPES, GALOutput,
-                       check_gal_args, dtype_from_name,
-                       check_count, check_real, check_step_args,
-                       gal_step, is_real, work_dtype)
+from .gal_step import (NORMALIZATIONS, OBJECTIVES, POLICIES, REMAINDERS,
+                       WORK_DTYPES, GALOutput, check_choice, check_count,
+                       check_gal_args, check_real, check_step_args,
+                       dtype_from_name, gal_step, is_real, native_dtype,
+                       resolve_normalize, work_dtype)
+from .remainders import (ExactLoss, abs_remainder, cross_entropy_loss,
+                         expm1mx, has_remainder, mlog1pmx, mse_loss,
+                         softmax_remainder, softplus_remainder,
+                         square_remainder)
 
 __all__ = [
-    'ADJUSTER_KINDS', 'POLICIES', 'REMAINDERS', 'GradientAdjuster',
+    'ADJUSTER_KINDS', 'POLICIES', 'REMAINDERS', 'OBJECTIVES',
+    'NORMALIZATIONS', 'check_choice', 'resolve_normalize', 'ExactLoss',
+    'abs_remainder', 'cross_entropy_loss', 'expm1mx', 'has_remainder',
+    'mlog1pmx', 'mse_loss', 'softmax_remainder', 'softplus_remainder',
+    'square_remainder', 'GradientAdjuster',
     'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster',
-    'check_arch', 'CompiledGALStep', 'fast_optimizer', 'GALOutput',
+    'check_arch', 'warn_if_unlearnable', 'CompiledGALStep', 'fast_optimizer', 'GALOutput',
     'check_gal_args', 'check_count', 'check_real', 'check_step_args',
     'gal_step', 'is_real', 'WORK_DTYPES', 'dtype_from_name',
-    'work_dtype'
+    'work_dtype', 'native_dtype'
 ]

@@ -11,6 +11,8 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .gal_step import resolve_normalize
+
 ADJUSTER_KINDS = ('mlp', 'cnn', 'uniform', 'normal')
 
 
@@ -138,6 +140,25 @@ class NoiseGradientAdjuster(nn.Module):
         return torch.rand_like(z).mul_(2).sub_(1)
 
 
+def warn_if_unlearnable(kind: str, dim: int, normalize: str) -> bool:
+    """Warn (and return True) where a learned adjuster can get no gradient:
+    one feature (d = 1) with Eq. 4's row normalisation, where a/|a| is
+    sign(a), whose derivative is zero."""
+    if kind not in ('mlp', 'cnn') or resolve_normalize(normalize,
+                                                       dim) != 'row' or \
+            dim != 1:
+        return False
+    warnings.warn(
+        "a learned adjuster for d = 1 with normalize='row' gets no "
+        'gradient: Eq. 4 normalises each row of the adjustment, and for one '
+        "feature a/|a| is sign(a), whose derivative is zero. It keeps its "
+        "initial weights, and GAL scales each sample's gradient by "
+        "1 +- sigma with the sign they give; normalize='batch' (or 'auto') "
+        'lets it learn (docs/results/remainder_precision.md)',
+        UserWarning, stacklevel=2)
+    return True
+
+
 def build_adjuster(kind: str = 'mlp',
                    dim: int = 1,
                    arch: Sequence[int] = (256, 64, 32)) -> nn.Module:
@@ -150,14 +171,6 @@ def build_adjuster(kind: str = 'mlp',
         arch (Sequence[int]): Hidden widths (MLP) or channels (CNN); unused
             by the noise kinds.
     """
-    if kind in ('mlp', 'cnn') and dim == 1:
-        warnings.warn(
-            'a learned adjuster for d = 1 gets no gradient: Eq. 4 normalises '
-            'each row of the adjustment, and for one feature a/|a| is '
-            'sign(a), whose derivative is zero. It keeps its initial '
-            'weights, and GAL scales each sample\'s gradient by 1 +- sigma '
-            'with the sign they give (docs/results/remainder_precision.md)',
-            UserWarning, stacklevel=2)
     if kind == 'mlp':
         return GradientAdjuster(dim, arch)
     if kind == 'cnn':

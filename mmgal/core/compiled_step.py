@@ -19,7 +19,8 @@ from torch.optim import Adam, AdamW, Optimizer
 
 from .gal_step import (GALOutput, _cast, _decide, _finite, _remainder,
                        add_to_grads, check_step_args, gal_step,
-                       loss_and_grad, work_dtype)
+                       loss_and_grad, native_dtype, resolve_normalize,
+                       work_dtype)
 
 
 # torch.optim.adam the module (torch.optim.adam is the function there).
@@ -43,33 +44,37 @@ def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
                      adjuster: nn.Module, adj_dtype: torch.dtype,
                      sigma: float, gamma: float, policy: str,
                      remainder: str, grouped: bool,
-                     out_dtype: torch.dtype,
+                     out_dtype: torch.dtype, normalize: str, objective: str,
+                     z_native: Optional[Tensor] = None,
                      update: Optional[_AdamUpdate] = None):
     with torch.autocast(device_type=z.device.type, enabled=False):
 
         def task_loss(zz):
-            loss = loss_fn(zz).to(z.dtype)
+            loss = loss_fn(zz).to(zz.dtype)
             return (loss.sum() if grouped else loss), loss
 
         g, loss = torch.func.grad(task_loss, has_aux=True)(z)
+        native = None
+        if z_native is not None:
+            # The model's own gradient and loss, in its dtype (gal_step).
+            g_n, loss_n = torch.func.grad(task_loss, has_aux=True)(z_native)
+            native = (loss_n, g_n)
 
-        def abs_remainder(p):
+        def adjuster_objective(p):
             a = functional_call(adjuster, (p, buffers),
                                 (z.to(adj_dtype), )).to(z.dtype)
-            g_adj, tentative, rem, g_norm, a_norm = _remainder(
-                z, g, loss, a, loss_fn, lr, sigma, gamma, remainder, grouped)
-            objective = rem.abs().sum() if grouped else rem.abs()
-            return objective, (a, g_adj, tentative.to(z.dtype), rem, g_norm,
-                               a_norm)
+            terms = _remainder(z, g, loss, a, loss_fn, lr, sigma, gamma,
+                               remainder, grouped, normalize, objective)
+            return terms.objective.sum(), (a, terms)
 
-        grads, (a, g_adj, tentative, rem, g_norm, a_norm) = torch.func.grad(
-            abs_remainder, has_aux=True)(params)
-        finite = _finite(rem, lr)
+        grads, (a, terms) = torch.func.grad(
+            adjuster_objective, has_aux=True)(params)
+        finite = _finite(terms, lr)
         keep = finite.all() if grouped else finite
         grads = {k: torch.where(keep, v, torch.zeros_like(v))
                  for k, v in grads.items()}
-        out = _decide(loss, tentative, rem, finite, g, g_adj, a, g_norm,
-                      a_norm, policy, grouped, out_dtype)
+        out = _decide(loss, terms, finite, g, a, policy, grouped, out_dtype,
+                      native)
         if update is not None:
             # torch.optim.Adam's own single-tensor update, traced: the
             # parameters and the optimizer's state change in place.
@@ -126,7 +131,7 @@ def _adam_update(optimizer: Optional[Optimizer],
 class CompiledGALStep:
     """:func:`gal_step` run as one ``torch.compile``-d graph.
 
-    Call it like :func:`gal_step` (``dtype`` included); it returns the
+    Call it like :func:`gal_step` (every argument); it returns the
     same :class:`GALOutput`
     and accumulates the same adjuster gradient into ``.grad`` (equal up to
     float rounding). The first call per input shape compiles (seconds to a
@@ -185,12 +190,15 @@ class CompiledGALStep:
                  sigma: float,
                  gamma: float = 1.0,
                  policy: str = 'le',
-                 remainder: str = 'taylor',
+                 remainder: str = 'exact',
                  grouped: bool = False,
                  optimizer: Optional[Optimizer] = None,
-                 dtype: Optional[torch.dtype] = None) -> GALOutput:
+                 dtype: Optional[torch.dtype] = None,
+                 objective: str = 'normalized',
+                 normalize: str = 'auto') -> GALOutput:
         loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                     remainder, grouped, dtype)
+                                     remainder, grouped, dtype, objective,
+                                     normalize)
         if adjuster is not self._adjuster:
             self._adjuster = adjuster
             self._params = {name: p for name, p in
@@ -202,13 +210,15 @@ class CompiledGALStep:
             # No parameters (noise adjusters), or an optimizer the graph
             # does not apply (its first step makes Adam's state): eagerly.
             out = gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
-                           remainder, grouped, dtype)
+                           remainder, grouped, dtype, objective, normalize)
             if optimizer is not None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             return out
-        work = work_dtype(z.dtype, dtype)
+        work = work_dtype(z.dtype, dtype, remainder, loss_fn)
+        own = native_dtype(z.dtype)
         z0 = _cast(z.detach(), work)
+        z_native = _cast(z.detach(), own) if own != work else None
         key = (tuple(z.shape), z.dtype, work, grouped)
         if key not in self._checked:
             # What gal_step refuses, checked eagerly once per shape:
@@ -225,7 +235,9 @@ class CompiledGALStep:
             out, grads = self._fn(params, self._buffers, z0, lr, loss_fn,
                                   adjuster, adj_dtype, float(sigma),
                                   float(gamma), policy, remainder, grouped,
-                                  z.dtype, update)
+                                  z.dtype,
+                                  resolve_normalize(normalize, z.shape[-1]),
+                                  objective, z_native, update)
         except Exception as err:
             if not type(err).__module__.startswith(
                     ('torch._dynamo', 'torch._inductor')):

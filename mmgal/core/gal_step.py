@@ -4,9 +4,17 @@ Given z (treated as a constant) and ``loss_fn`` (the z-dependent part of
 the task loss), this computes the vanilla gradient g = dl/dz, the adjusted
 gradient g~ = g + sigma * a / |a| * |g| with a = h_phi(z) (Eq. 4-5), the
 tentative loss l' = l(z - gamma * lr * g~), the first-order Taylor
-remainder R = l' - l + gamma * lr * <g~, g>, accumulates d|R|/dphi into the
-adjuster's ``.grad`` and picks g~ or g by the update policy (Algorithm 1,
-lines 7-10).
+remainder R = l' - l + gamma * lr * <g~, g>, accumulates the gradient of
+the adjuster's objective (|R|, by default scaled by a detached
+1 / (eta |g~|)^2) into the adjuster's ``.grad`` and picks g~ or g by the
+update policy (Algorithm 1, lines 7-10).
+
+R is second order in the step and l is of order one, so R as the difference
+l' - l + ... cancels (in float32 below the loss's rounding on most tasks).
+By default (``remainder='exact'``) R comes from the loss's closed form when
+``loss_fn`` is an :class:`~mmgal.core.remainders.ExactLoss`, and otherwise
+from the difference evaluated in float64; l' - l, the policy's test, is
+``R - eta <g~, g>`` from the same terms.
 
 Everything is tensor maths: no host copies of tensor values and no Python
 branch on a tensor value, so the step adds no host-device synchronisation.
@@ -18,8 +26,22 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .remainders import has_remainder
+
 POLICIES = ('le', 'lt', 'always', 'never')
-REMAINDERS = ('taylor', 'reference')
+# 'exact': closed form (ExactLoss) or the difference in float64; 'taylor':
+# the difference in the work dtype (this project before the exact form);
+# 'reference': the authors' release (the first-order term averaged over
+# rows, the difference in the work dtype).
+REMAINDERS = ('exact', 'taylor', 'reference')
+# The adjuster's objective: 'normalized' |R| / (eta |g~|)^2 with a detached
+# denominator (the same minimiser per step, a gradient of order one);
+# 'abs': |R| (the paper; its gradient is O(eta^2)).
+OBJECTIVES = ('normalized', 'abs')
+# Eq. 4's norms: 'row' (the paper: per row of z), 'batch' (one norm over
+# all rows, so a one-feature adjuster gets a gradient), 'auto' (row for
+# d > 1, batch for d = 1).
+NORMALIZATIONS = ('auto', 'row', 'batch')
 _EPS = 1e-12
 
 
@@ -29,15 +51,20 @@ class GALOutput(NamedTuple):
     Attributes:
         grad: The gradient to back-propagate into the model (g~ when
             adopted, else g), shaped and typed like z.
-        vanilla_grad: g = dl/dz, in z's dtype.
-        loss: l(z), in the working dtype (fp32, or fp64 for fp64 z).
-        tentative_loss: l(z') with z' = z - gamma * lr * g~.
+        vanilla_grad: g = dl/dz, in z's dtype, computed as without GAL.
+        loss: l(z), in z's dtype (at least float32), as without GAL.
+        tentative_loss: l(z') with z' = z - gamma * lr * g~, in the work
+            dtype (with an exact remainder: l + (l' - l), rounded once).
         remainder: R (signed); the adjuster minimises |R|.
         adopted: bool, whether ``grad`` is g~.
         nonfinite: bool, True when g, the adjustment, l' or R was not
             finite; then ``grad`` is g and the adjuster got no gradient.
         cos_sim: mean row-wise cosine similarity between g and the
             adjustment.
+        loss_change: l' - l, what the policy tests (with an exact
+            remainder: R - eta <g~, g>, not a difference of two losses).
+        scaled_remainder: |R| / (eta |g~|)^2 (0 where the step is 0): the
+            curvature along the step, of order one whatever eta.
     """
     grad: Tensor
     vanilla_grad: Tensor
@@ -47,6 +74,8 @@ class GALOutput(NamedTuple):
     adopted: Tensor
     nonfinite: Tensor
     cos_sim: Tensor
+    loss_change: Tensor
+    scaled_remainder: Tensor
 
 
 def check_real(name: str, value, low: float = 0.0,
@@ -72,19 +101,38 @@ def check_count(name: str, value) -> int:
     return int(value)
 
 
+def check_choice(name: str, value, choices: tuple, what: str = '') -> None:
+    """``ValueError`` naming ``name``, the allowed values and ``value``
+    unless it is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f'{name} must be one of {choices}{what}, got '
+                         f'{value!r}')
+
+
 def check_gal_args(sigma: float, gamma: float, policy: str,
-                   remainder: str) -> None:
+                   remainder: str, objective: str = 'normalized',
+                   normalize: str = 'auto') -> None:
     """Raise ``ValueError`` naming the first bad GAL setting."""
     check_real('sigma', sigma)
     check_real('gamma', gamma, strict=True)
-    if policy not in POLICIES:
-        raise ValueError(f'policy must be one of {POLICIES} (Algorithm 1: '
-                         f"'le' line 7 with <=, 'lt' line 7 with <, "
-                         f"'always' line 8, 'never' line 10), got "
-                         f'{policy!r}')
-    if remainder not in REMAINDERS:
-        raise ValueError(f'remainder must be one of {REMAINDERS}, got '
-                         f'{remainder!r}')
+    check_choice('policy', policy, POLICIES,
+                 " (Algorithm 1: 'le' line 7 with <=, 'lt' line 7 with <, "
+                 "'always' line 8, 'never' line 10)")
+    check_choice('remainder', remainder, REMAINDERS,
+                 " ('exact': closed form or float64; 'taylor': the "
+                 "difference of two losses in the work dtype; 'reference': "
+                 "the authors' release)")
+    check_choice('objective', objective, OBJECTIVES)
+    check_choice('normalize', normalize, NORMALIZATIONS)
+
+
+def resolve_normalize(normalize: str, dim: int) -> str:
+    """'row' or 'batch' for outputs of ``dim`` features ('auto': Eq. 4's
+    rows where d > 1; the batch for d = 1, where a/|a| per row is sign(a)
+    and gives a learned adjuster no gradient)."""
+    if normalize == 'auto':
+        return 'row' if dim > 1 else 'batch'
+    return normalize
 
 
 def is_real(x) -> bool:
@@ -121,11 +169,24 @@ def dtype_from_name(field: str, name: Optional[str]) -> Optional[torch.dtype]:
     return WORK_DTYPES[WORK_DTYPE_NAMES.index(name)]
 
 
-def work_dtype(z_dtype: torch.dtype, dtype=None) -> torch.dtype:
-    """The dtype GAL's maths run in: ``dtype`` when given, else z's dtype
-    and at least float32 (fp16/bf16 features neither overflow nor lose the
-    small tentative differences)."""
-    return dtype or torch.promote_types(z_dtype, torch.float32)
+def native_dtype(z_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the model's own loss and gradient: z's, at least
+    float32 (fp16/bf16 logits' losses run in float32 under autocast)."""
+    return torch.promote_types(z_dtype, torch.float32)
+
+
+def work_dtype(z_dtype: torch.dtype, dtype=None, remainder: str = 'taylor',
+               loss_fn=None) -> torch.dtype:
+    """The dtype GAL's maths run in: ``dtype`` when given; float64 for an
+    exact remainder of a loss without a closed form (R is then a difference
+    of two losses, which float32 cannot resolve); else z's dtype and at
+    least float32 (fp16/bf16 features neither overflow nor lose the small
+    tentative differences)."""
+    if dtype is not None:
+        return dtype
+    if remainder == 'exact' and not has_remainder(loss_fn):
+        return torch.float64
+    return native_dtype(z_dtype)
 
 
 def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -163,6 +224,17 @@ def _rownorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
 
+def _norms(x: Tensor, normalize: str, grouped: bool) -> Tensor:
+    """Eq. 4's norm of x, broadcastable to x: per row, or one over all rows
+    (of each group when grouped)."""
+    if normalize == 'row':
+        return _rownorm(x)
+    if grouped:
+        dims = tuple(range(1, x.dim()))
+        return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+    return torch.linalg.vector_norm(x).reshape((1, ) * x.dim())
+
+
 def _per_group(x: Tensor, grouped: bool, mean: bool = False) -> Tensor:
     """Sum (or mean) of per-row values x over each group's rows (over all
     rows when not grouped)."""
@@ -172,27 +244,53 @@ def _per_group(x: Tensor, grouped: bool, mean: bool = False) -> Tensor:
     return x.mean() if mean else x.sum()
 
 
+class _Terms(NamedTuple):
+    """What the remainder step computes, differentiable w.r.t. a."""
+    adj: Tensor  # the adjustment, g~ - g
+    g_adj: Tensor
+    tentative: Tensor
+    rem: Tensor
+    change: Tensor  # l' - l
+    objective: Tensor  # per group (or 0-dim), what the adjuster minimises
+    scaled: Tensor  # |R| / (eta |g~|)^2, detached
+
+
 def _remainder(zc: Tensor, g: Tensor, loss: Tensor, a: Tensor, loss_fn,
                lr, sigma: float, gamma: float, remainder: str,
-               grouped: bool):
-    """Eq. 4-5 and the remainder: (g~, l', R), differentiable w.r.t. the
-    adjuster's output a, and the row norms of g and a (for the cosine)."""
-    g_norm = _rownorm(g)
-    a_norm = _rownorm(a)
-    g_adj = g + a * (sigma * g_norm / a_norm.clamp_min(_EPS))
+               grouped: bool, normalize: str = 'row',
+               objective: str = 'abs') -> _Terms:
+    """Eq. 4-5, the remainder R, l' - l and the adjuster's objective."""
+    adj = a * (sigma * _norms(g, normalize, grouped) /
+               _norms(a, normalize, grouped).clamp_min(_EPS))
+    g_adj = g + adj
     eta = lr * gamma
-    tentative = loss_fn(zc - eta * g_adj)
+    delta = -eta * g_adj
     first = _per_group((g_adj * g).sum(-1), grouped,
                        mean=remainder == 'reference')
-    rem = tentative.to(loss.dtype) - loss + eta * first
-    return g_adj, tentative, rem, g_norm, a_norm
+    if remainder == 'exact' and has_remainder(loss_fn):
+        rem = loss_fn.remainder(zc, delta).to(loss.dtype)
+        change = rem - eta * first
+        tentative = loss + change
+    else:
+        tentative = loss_fn(zc + delta).to(loss.dtype)
+        change = tentative - loss
+        rem = change + eta * first
+    # (eta |g~|)^2 = |delta|^2 per group, detached: the same minimiser.
+    step2 = _per_group((delta.detach()**2).sum(-1), grouped)
+    scaled = rem.detach().abs() / step2.clamp_min(torch.finfo(
+        step2.dtype).tiny)
+    if objective == 'normalized':
+        obj = rem.abs() / step2.clamp_min(torch.finfo(step2.dtype).tiny)
+    else:
+        obj = rem.abs()
+    return _Terms(adj, g_adj, tentative, rem, change, obj, scaled)
 
 
-def _finite(rem: Tensor, lr) -> Tensor:
-    # R is finite exactly when g, the adjustment and l' all are: a NaN or
-    # inf in any row of g or of the adjustment reaches <g~, g> (inf times
-    # 0 or minus inf is NaN), and l' enters R directly.
-    finite = torch.isfinite(rem)
+def _finite(terms: _Terms, lr) -> Tensor:
+    # R and l' - l are finite exactly when g, the adjustment and l' (or the
+    # closed form) all are: a NaN or inf in any row of g or of the
+    # adjustment reaches <g~, g> (inf times 0 or minus inf is NaN).
+    finite = torch.isfinite(terms.rem) & torch.isfinite(terms.change)
     if isinstance(lr, Tensor):
         # A device tensor is not read up front (that would sync): a NaN,
         # inf or negative lr makes the step non-finite instead (vanilla
@@ -201,30 +299,50 @@ def _finite(rem: Tensor, lr) -> Tensor:
     return finite
 
 
-def _decide(loss: Tensor, tentative: Tensor, rem: Tensor, finite: Tensor,
-            g: Tensor, g_adj: Tensor, a: Tensor, g_norm: Tensor,
-            a_norm: Tensor, policy: str, grouped: bool,
-            out_dtype: torch.dtype) -> GALOutput:
-    """Algorithm 1, lines 7-10, per group, and the logged cosine."""
+def _cosine(g: Tensor, a: Tensor) -> Tensor:
+    """Row-wise cosine of g and a, each row normalised before the product
+    (|g| * |a| can overflow float32 where the cosine is fine)."""
+    gn = g / _rownorm(g).clamp_min(_EPS)
+    an = a / _rownorm(a).clamp_min(_EPS)
+    return (gn * an).sum(-1)
+
+
+def _decide(loss: Tensor, terms: _Terms, finite: Tensor, g: Tensor,
+            a: Tensor, policy: str, grouped: bool, out_dtype: torch.dtype,
+            native: Optional[tuple] = None) -> GALOutput:
+    """Algorithm 1, lines 7-10, per group (on l' - l), and the logged
+    cosine. ``native``: (loss, g) in the output's own dtype where GAL's
+    maths ran in another; the model gets that g and logs that loss, as
+    without GAL."""
     if policy == 'le':
-        adopt = tentative <= loss
+        adopt = terms.change <= 0
     elif policy == 'lt':
-        adopt = tentative < loss
+        adopt = terms.change < 0
     else:
-        adopt = torch.full(loss.shape, policy == 'always', device=g.device)
+        adopt = torch.full(terms.change.shape, policy == 'always',
+                           device=g.device)
     adopt = adopt & finite
     rows_adopt = adopt.reshape(adopt.shape + (1, ) * (g.dim() - adopt.dim()))
-    grad = torch.where(rows_adopt, g_adj, g)
-    cos = (g * a).sum(-1) / (g_norm * a_norm).squeeze(-1).clamp_min(_EPS)
+    if native is None:
+        loss_out, g_out = loss, _cast(g, out_dtype)
+        g_adj = _cast(terms.g_adj.detach(), out_dtype)
+    else:
+        # g~ for the model: its own g plus the adjustment (so sigma = 0
+        # gives it exactly the gradient it gets without GAL).
+        loss_out, g_out = native[0], _cast(native[1], out_dtype)
+        g_adj = g_out + _cast(terms.adj.detach(), out_dtype)
+    grad = torch.where(rows_adopt, g_adj, g_out)
     return GALOutput(
-        grad=_cast(grad, out_dtype),
-        vanilla_grad=_cast(g, out_dtype),
-        loss=loss,
-        tentative_loss=tentative,
-        remainder=rem,
+        grad=grad,
+        vanilla_grad=g_out,
+        loss=loss_out,
+        tentative_loss=terms.tentative.detach(),
+        remainder=terms.rem.detach(),
         adopted=adopt,
         nonfinite=~finite,
-        cos_sim=_per_group(cos, grouped, mean=True))
+        cos_sim=_per_group(_cosine(g, a), grouped, mean=True),
+        loss_change=terms.change.detach(),
+        scaled_remainder=terms.scaled)
 
 
 def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
@@ -256,10 +374,11 @@ def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
 
 def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
                     gamma: float, policy: str, remainder: str,
-                    grouped: bool, dtype=None) -> tuple:
+                    grouped: bool, dtype=None, objective: str = 'normalized',
+                    normalize: str = 'auto') -> tuple:
     """``ValueError`` naming the first bad argument of a GAL step; returns
     the shape the loss must have (``(G, )`` grouped, else ``()``)."""
-    check_gal_args(sigma, gamma, policy, remainder)
+    check_gal_args(sigma, gamma, policy, remainder, objective, normalize)
     if dtype not in WORK_DTYPES:
         raise ValueError(f'dtype must be one of {WORK_DTYPES}, got '
                          f'{dtype!r}')
@@ -273,11 +392,13 @@ def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
         raise ValueError(f"z's last dimension must equal the adjuster's dim "
                          f'({dim}), got z of shape {tuple(z.shape)}' +
                          (' (grouped: (G, ..., d))' if grouped else ''))
-    if dim == 1 and sigma >= 1:
+    if dim == 1 and sigma >= 1 and resolve_normalize(normalize,
+                                                     dim) == 'row':
         raise ValueError(
-            f'sigma must be < 1 when z has a single feature (d = 1), got '
-            f'{sigma!r}: with d = 1 the adjustment is +-sigma*|g| and can '
-            f'cancel the gradient exactly, so training stalls')
+            f'sigma must be < 1 when z has a single feature (d = 1) and '
+            f"normalize='row', got {sigma!r}: the adjustment is then "
+            f'+-sigma*|g| and can cancel the gradient exactly, so training '
+            f'stalls')
     return tuple(z.shape[:1]) if grouped else ()
 
 
@@ -288,9 +409,11 @@ def gal_step(z: Tensor,
              sigma: float,
              gamma: float = 1.0,
              policy: str = 'le',
-             remainder: str = 'taylor',
+             remainder: str = 'exact',
              grouped: bool = False,
-             dtype: Optional[torch.dtype] = None) -> GALOutput:
+             dtype: Optional[torch.dtype] = None,
+             objective: str = 'normalized',
+             normalize: str = 'auto') -> GALOutput:
     """Run one gradient-adjustment step.
 
     Args:
@@ -298,61 +421,83 @@ def gal_step(z: Tensor,
             it is a constant. Row norms are taken over the last dimension.
         loss_fn (Callable): Maps a tensor shaped like z to the scalar
             z-dependent part of the task loss (with ``grouped``: to the
-            ``(G, )`` vector of each group's loss). Called twice (at z and
-            z').
+            ``(G, )`` vector of each group's loss). An
+            :class:`~mmgal.core.remainders.ExactLoss` also gives its
+            remainder in closed form, which ``remainder='exact'`` uses.
         adjuster (nn.Module): h_phi with attribute ``dim == d``. Its
-            parameters' ``.grad`` receive d|R|/dphi (accumulated).
+            parameters' ``.grad`` receive the objective's gradient
+            (accumulated).
         lr (float | Tensor): The model's learning rate eta; the tentative
             step uses gamma * lr.
         sigma (float): Relative strength of the adjustment (>= 0).
         gamma (float): Scale of the tentative learning rate (> 0).
         policy (str): ``'le'``, ``'lt'``, ``'always'`` or ``'never'``.
-        remainder (str): ``'taylor'`` (exact first-order remainder) or
-            ``'reference'`` (the authors' release: the first-order term is
-            averaged over the rows of z instead of summed).
+        remainder (str): ``'exact'`` (default): R from the loss's closed
+            form (an ExactLoss), else the difference l' - l + eta<g~, g>
+            in float64 (unless ``dtype`` says otherwise); l' - l is
+            ``R - eta<g~, g>`` from the same terms. ``'taylor'``: the same
+            difference in the work dtype (float32 for float32 z), which
+            cancels below the loss's rounding on most tasks.
+            ``'reference'``: the authors' release: that difference with
+            the first-order term averaged over the rows of z instead of
+            summed.
         grouped (bool): z's first dimension indexes G independent GAL
             problems (e.g. the decoder layers of DETR, shape (G, ..., d))
             solved in one step: each group has its own loss, remainder and
             adoption decision, and the adjuster's gradient is the sum of
-            the groups' d|R_g|/dphi, as G separate steps would give (only
-            a non-finite group then withholds every group's adjuster
+            the groups' objective gradients, as G separate steps would give
+            (only a non-finite group then withholds every group's adjuster
             gradient, not only its own). Every field of the output is then
             per group, shape (G, ).
-
         dtype (torch.dtype, optional): The dtype of GAL's maths: the loss
             at z and z', the remainder and the choice (the adjuster keeps
-            its own). Defaults to None: z's dtype, at least float32.
-            ``torch.float64`` resolves the remainder where float32 cannot:
-            R is second order in lr and, as a difference of two losses,
-            can fall below float32's rounding of the loss
-            (``benchmarks/remainder_precision.py``). ``grad`` keeps z's
-            dtype either way.
+            its own). Defaults to None: float64 for an exact remainder
+            without a closed form, else z's dtype, at least float32.
+            ``grad`` keeps z's dtype either way.
+        objective (str): What the adjuster minimises: ``'normalized'``
+            (default) |R| / (eta |g~|)^2 with the denominator detached (the
+            same minimiser as |R| in each step; a gradient of order one,
+            where |R|'s is O(eta^2) and below float32's resolution of the
+            weights), or ``'abs'``: |R|, the paper's.
+        normalize (str): Eq. 4's norms: ``'row'`` (the paper: each row of
+            the adjustment scaled to sigma |g_row|), ``'batch'`` (the
+            adjustment scaled to sigma |g| over all rows: a deviation from
+            Eq. 4 under which a one-feature adjuster gets a gradient) or
+            ``'auto'`` (default: row for d > 1, batch for d = 1).
 
     Returns:
         GALOutput: see its docstring.
     """
     loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                 remainder, grouped, dtype)
+                                 remainder, grouped, dtype, objective,
+                                 normalize)
+    normalize = resolve_normalize(normalize, z.shape[-1])
     out_dtype = z.dtype
-    # Outside autocast, in work_dtype (see work_dtype()).
-    work = work_dtype(z.dtype, dtype)
+    # Outside autocast. The model's loss and gradient in z's dtype, at
+    # least float32 (as without GAL); GAL's maths in work_dtype, with the
+    # loss and gradient evaluated again where that differs.
+    own = native_dtype(z.dtype)
+    work = work_dtype(z.dtype, dtype, remainder, loss_fn)
     adj_dtype = next((p.dtype for p in adjuster.parameters()), work)
+    native = None
     with torch.autocast(device_type=z.device.type, enabled=False), \
             torch.enable_grad():
-        z0 = _cast(z.detach(), work).requires_grad_(True)
+        z0 = _cast(z.detach(), own).requires_grad_(True)
         loss, g = loss_and_grad(z0, loss_fn, loss_shape, grouped)
+        if work != own:
+            native = (loss.detach(), g)
+            z0 = _cast(z.detach(), work).requires_grad_(True)
+            loss, g = loss_and_grad(z0, loss_fn, loss_shape, grouped)
         zc = z0.detach()
         loss = loss.detach()
         a = _cast(adjuster(_cast(zc, adj_dtype)), work)
-        g_adj, tentative, rem, g_norm, a_norm = _remainder(
-            zc, g, loss, a, loss_fn, lr, sigma, gamma, remainder, grouped)
-        finite = _finite(rem, lr)
+        terms = _remainder(zc, g, loss, a, loss_fn, lr, sigma, gamma,
+                           remainder, grouped, normalize, objective)
+        finite = _finite(terms, lr)
         params = [p for p in adjuster.parameters() if p.requires_grad]
-        if params and rem.requires_grad:
-            objective = rem.abs().sum() if grouped else rem.abs()
-            grads = torch.autograd.grad(objective, params,
+        if params and terms.objective.requires_grad:
+            grads = torch.autograd.grad(terms.objective.sum(), params,
                                         allow_unused=True)
             _accumulate(params, grads, finite.all() if grouped else finite)
-    return _decide(loss, _cast(tentative.detach(), work), rem.detach(),
-                   finite, g, g_adj.detach(), a.detach(), g_norm,
-                   a_norm.detach(), policy, grouped, out_dtype)
+    return _decide(loss, terms, finite, g, a.detach(), policy, grouped,
+                   out_dtype, native)

@@ -34,11 +34,26 @@ class GALHook(Hook):
     head, picks the adapter for its class, has the optimizer wrapper build
     the adjuster sized to the head's output and installs the adapter's tap,
     which sends z through GAL; ``after_run`` removes the tap. Every logging
-    interval it logs ``gal/remainder`` (mean |R|), ``gal/adopt_rate``,
-    ``gal/cos_sim`` (g vs the adjustment), ``gal/nonfinite`` (count of
-    guarded steps) and ``gal/tentative_gain`` (l - l') through the
-    ``MessageHub``, so they reach the text and json logs and every
-    visualizer backend. Statistics stay on the device between intervals.
+    interval it logs through the ``MessageHub`` (so they reach the text and
+    json logs and every visualizer backend):
+
+    - ``gal/remainder``: mean |R| / (eta |g~|)^2, the curvature along the
+      step (of order 1e-3..1 whatever the lr), and ``gal/log10_remainder``:
+      log10 of the mean |R|;
+    - ``gal/adopt_rate``, ``gal/cos_sim`` (g vs the adjustment),
+      ``gal/nonfinite`` (count of guarded steps), ``gal/tentative_gain``
+      (mean l - l');
+    - whether the adjuster learns: ``gal/adjuster_update`` (the sine of the
+      angle between its weights now and one interval ago: its change
+      beyond a common rescaling), ``gal/remainder_ratio`` (on the logging
+      iteration's batch, which the adjuster has not trained on: |R| with
+      the current adjuster over |R| with the initial one; below 1 when
+      learning lowers the remainder) and ``gal/cos_init`` (cosine of the
+      current adjustment with the initial adjuster's).
+
+    Statistics stay on the device between intervals; the probe runs one
+    more GAL step with the frozen initial adjuster on logging iterations
+    only.
 
     Examples:
         >>> # Any supported model (classifier or DETR-family detector):
@@ -138,7 +153,8 @@ class GALHook(Hook):
         dim = self.dim or self.adapter.out_dim()
         param = next(head.parameters(), None)
         device = param.device if param is not None else 'cpu'
-        adjuster = wrapper.setup_adjuster(dim, device)
+        adjuster = wrapper.setup_adjuster(dim, device,
+                                          list(head.parameters()))
         self._wrapper = wrapper
         if self.interval is None:
             self.interval = next((h.interval for h in runner.hooks
@@ -157,6 +173,19 @@ class GALHook(Hook):
             print_log('GAL is switched off (GALOptimWrapper.enabled=False)',
                       logger='current')
 
+    def _logs_at(self, runner, batch_idx: int) -> bool:
+        # The same condition as LoggerHook's.
+        return self.every_n_inner_iters(batch_idx, self.interval) or \
+            self.end_of_epoch(runner.train_dataloader, batch_idx)
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: DATA_BATCH = None) -> None:
+        if self._wrapper is not None:
+            # Probe the logging iteration's batch (gal/remainder_ratio).
+            self._wrapper.probe = self._logs_at(runner, batch_idx)
+
     def after_train_iter(self,
                          runner,
                          batch_idx: int,
@@ -164,9 +193,8 @@ class GALHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         if self._wrapper is None:
             return
-        # The same condition as LoggerHook, which runs after this hook.
-        if self.every_n_inner_iters(batch_idx, self.interval) or \
-                self.end_of_epoch(runner.train_dataloader, batch_idx):
+        self._wrapper.probe = False
+        if self._logs_at(runner, batch_idx):
             # resumed=False: GAL scalars are never saved in a checkpoint,
             # so a run that resumes one logs only what its own steps give.
             for key, value in self._wrapper.pop_gal_stats().items():

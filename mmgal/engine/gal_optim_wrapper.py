@@ -1,5 +1,7 @@
+import copy
 import inspect
 import logging
+import math
 from contextlib import contextmanager
 from typing import Dict, Optional, Sequence, Union
 
@@ -15,7 +17,7 @@ from torch.optim import Optimizer
 from mmgal.core import (ADJUSTER_KINDS, CompiledGALStep, build_adjuster,
                         check_arch, check_gal_args, check_real,
                         dtype_from_name, fast_optimizer, gal_step, is_real,
-                        work_dtype)
+                        warn_if_unlearnable)
 
 GAL_STATE_KEY = 'gal'
 # 'auto': the eager step, fused/foreach adjuster optimizer where PyTorch has
@@ -25,9 +27,21 @@ FAST_MODES = ('auto', 'compile', 'eager')
 # Above this sigma the wrapper warns (the paper uses 0.001-0.01, 0.2 on its
 # toy problem).
 SIGMA_WARN = 0.2
-# What GALHook logs as gal/<key>, in the order of the stats vector.
-STAT_KEYS = ('remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
-             'tentative_gain')
+# The adjuster's optimizer when the config names none: Adam without weight
+# decay (its step does not depend on the gradient's scale, and no decay
+# shrinks the weights toward 0, which Eq. 4's normalisation would ignore).
+DEFAULT_ADJUSTER_OPTIMIZER = dict(type='Adam', lr=1e-3)
+# adjuster_optimizer='model': the model optimizer's type and settings, as
+# the paper (the adjuster as one more param group of the model optimizer).
+MODEL_OPTIMIZER = 'model'
+# The per-step sums kept on the device between logging intervals, in the
+# order of the stats vector: |R|, |R| / (eta |g~|)^2, adopted, cosine,
+# non-finite, l - l', steps; then, on the probed steps of a logging
+# iteration, |R| with the current and with the initial adjuster, the
+# cosine of their adjustments, probed steps.
+_SUMS = ('abs_remainder', 'remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
+         'tentative_gain', 'steps', 'probe_learned', 'probe_initial',
+         'cos_init', 'probes')
 
 
 class _InjectGrad(torch.autograd.Function):
@@ -97,19 +111,33 @@ class GALOptimWrapper(OptimWrapper):
             Defaults to ``'mlp'``.
         policy (str): Update policy, ``'le'``, ``'lt'``, ``'always'`` or
             ``'never'`` (Algorithm 1). Defaults to ``'le'``.
-        remainder (str): ``'taylor'`` or ``'reference'``. Defaults to
-            ``'taylor'``.
-        adjuster_optimizer (dict, optional): Config of the adjuster's
-            optimizer without ``params``/``lr``, e.g. ``dict(type='Adam')``.
-            Defaults to the model optimizer's type and settings (as the
-            authors' release, which puts the adjuster in the same
-            optimizer).
-        adjuster_lr_ratio (float): The adjuster's lr is this ratio times
-            the model's current base lr. Defaults to 1.
-        tentative_lr (float, optional): A fixed eta for the tentative step.
-            Defaults to None: the model's current base lr as mmengine
-            reports it (``base_lr`` under ``paramwise_cfg``, else the first
-            group's lr).
+        remainder (str): ``'exact'`` (default: the head's closed form where
+            the adapter knows the loss, else the difference of the losses
+            in float64), ``'taylor'`` (that difference in the output's
+            dtype, float32: below the loss's rounding on most tasks) or
+            ``'reference'`` (the authors' release: as ``'taylor'`` with
+            the first-order term averaged over rows).
+        objective (str): The adjuster's objective: ``'normalized'``
+            (default: |R| / (eta |g~|)^2, denominator detached) or
+            ``'abs'`` (|R|, the paper's; its gradient is O(lr^2)).
+        normalize (str): Eq. 4's norms: ``'auto'`` (default: per row for
+            outputs of d > 1 features, over the batch for d = 1),
+            ``'row'`` (Eq. 4) or ``'batch'`` (a deviation from Eq. 4).
+        adjuster_optimizer (dict | str, optional): The adjuster's
+            optimizer, without ``params``. Defaults to None:
+            ``dict(type='Adam', lr=1e-3)`` (no weight decay). ``'model'``:
+            the model optimizer's type and settings (weight decay
+            included) at ``adjuster_lr_ratio`` times the head's current lr,
+            as in the paper. A dict with ``lr`` keeps that lr; without
+            ``lr`` it follows the head's lr times ``adjuster_lr_ratio``.
+        adjuster_lr_ratio (float, optional): For an adjuster optimizer
+            without its own lr: its lr is this ratio times the head's
+            current lr. Defaults to None (1.0 where it applies); giving it
+            with an ``lr`` in ``adjuster_optimizer`` is an error.
+        tentative_lr (float, optional): A fixed eta (> 0) for the tentative
+            step. Defaults to None: the lr the head's parameters get now
+            (after ``auto_scale_lr``, warm-up, schedulers and
+            ``paramwise_cfg``'s multipliers).
         enabled (bool): Switch GAL on or off. Off, this wrapper behaves as
             :class:`OptimWrapper` (or :class:`AmpOptimWrapper`). Defaults
             to True.
@@ -131,12 +159,10 @@ class GALOptimWrapper(OptimWrapper):
             the plain per-operator step and optimizer. All compute the same
             update up to float rounding.
         gal_dtype (str, optional): The dtype of GAL's maths (the losses at
-            z and z', the remainder, the choice): ``'float64'`` resolves
-            the remainder where float32 rounds it away (it is second order
-            in lr; see ``docs/results/remainder_precision.md``), at the
-            cost of float64 work on the head's small output; ``'float32'``
-            forces float32. Defaults to None: the output's dtype, at least
-            float32 (the authors' release).
+            z and z', the remainder, the choice): ``'float32'`` or
+            ``'float64'``. Defaults to None: float64 where the remainder
+            is an exact difference of losses, else the output's dtype, at
+            least float32.
         **kwargs: ``accumulative_counts`` and ``clip_grad`` of
             :class:`OptimWrapper`.
     """
@@ -150,9 +176,11 @@ class GALOptimWrapper(OptimWrapper):
                  arch: Sequence[int] = (256, 64, 32),
                  adjuster: str = 'mlp',
                  policy: str = 'le',
-                 remainder: str = 'taylor',
-                 adjuster_optimizer: Optional[dict] = None,
-                 adjuster_lr_ratio: float = 1.0,
+                 remainder: str = 'exact',
+                 objective: str = 'normalized',
+                 normalize: str = 'auto',
+                 adjuster_optimizer: Union[None, str, dict] = None,
+                 adjuster_lr_ratio: Optional[float] = None,
                  tentative_lr: Optional[float] = None,
                  enabled: bool = True,
                  seed: int = 0,
@@ -167,7 +195,7 @@ class GALOptimWrapper(OptimWrapper):
                              'GALOptimWrapper (FSDP shards the head whose '
                              'output GAL adjusts); use DDP')
         super().__init__(optimizer=optimizer, **kwargs)
-        check_gal_args(sigma, gamma, policy, remainder)
+        check_gal_args(sigma, gamma, policy, remainder, objective, normalize)
         if fast not in FAST_MODES:
             raise ValueError(f'fast must be one of {FAST_MODES}, got '
                              f'{fast!r}')
@@ -179,19 +207,26 @@ class GALOptimWrapper(OptimWrapper):
                              f'{adjuster!r}')
         if adjuster in ('mlp', 'cnn'):
             check_arch(arch)
-        check_real('adjuster_lr_ratio', adjuster_lr_ratio)
+        self.adjuster_optimizer_cfg, self.adjuster_lr_ratio = \
+            self._check_adjuster_optimizer(adjuster_optimizer,
+                                           adjuster_lr_ratio)
         if tentative_lr is not None:
             if not is_real(tentative_lr):
-                raise ValueError('tentative_lr must be None (the current '
-                                 'base lr) or a finite number >= 0, got '
+                raise ValueError('tentative_lr must be None (the head\'s '
+                                 'current lr) or a finite number > 0, got '
                                  f'{tentative_lr!r}')
-            check_real('tentative_lr', tentative_lr)
+            # 0 would be gamma=0 in disguise: no tentative step, R = 0,
+            # the adjuster never learns and g~ is adopted every step.
+            check_real('tentative_lr', tentative_lr, strict=True)
         for name, value in (('enabled', enabled), ('seed', seed)):
             kind = bool if name == 'enabled' else int
             if not isinstance(value, kind) or (
                     kind is int and isinstance(value, bool)):
                 raise ValueError(f'{name} must be a {kind.__name__}, got '
                                  f'{value!r} ({type(value).__name__})')
+        if not -2**63 <= seed < 2**64:
+            raise ValueError(f'seed must be an int in [-2**63, 2**64) '
+                             f'(torch.manual_seed), got {seed!r}')
         if float(sigma) > SIGMA_WARN:
             print_log(
                 f'GALOptimWrapper: sigma={sigma} is far above the paper\'s '
@@ -200,30 +235,70 @@ class GALOptimWrapper(OptimWrapper):
                 'took the digits loss from 2.3 to 5.6e4 in one epoch).',
                 logger='current',
                 level=logging.WARNING)
-        if adjuster_optimizer is not None and (
-                not isinstance(adjuster_optimizer, dict)
-                or 'type' not in adjuster_optimizer):
-            raise ValueError('adjuster_optimizer must be None or a dict with '
-                             f"a 'type', got {adjuster_optimizer!r}")
         self.sigma = float(sigma)
         self.gamma = float(gamma)
         self.arch = tuple(arch)
         self.adjuster_kind = adjuster
         self.policy = policy
         self.remainder = remainder
-        self.adjuster_optimizer_cfg = adjuster_optimizer
-        self.adjuster_lr_ratio = float(adjuster_lr_ratio)
+        self.objective = objective
+        self.normalize = normalize
         self.tentative_lr = None if tentative_lr is None else float(
             tentative_lr)
         self.enabled = enabled
         self.seed = seed
         self.adjuster: Optional[nn.Module] = None
         self.adjuster_optimizer: Optional[Optimizer] = None
+        # The initial adjuster, frozen (probes on logging iterations), and
+        # the weights at the last log (gal/adjuster_update).
+        self._initial_adjuster: Optional[nn.Module] = None
+        self._last_weights: Optional[Tensor] = None
+        self.probe = False
+        # Index of the param group holding the head's parameters (its lr is
+        # GAL's eta); None: mmengine's base lr.
+        self._lr_group: Optional[int] = None
         self._pending_gal_state: Optional[dict] = None
         self._gal_micro_steps = 0
         self._warned_idle = False
         self._stats: Optional[Tensor] = None
         self._init_amp(loss_scale, dtype)
+
+    @staticmethod
+    def _check_adjuster_optimizer(cfg, ratio) -> tuple:
+        """(the adjuster optimizer's config, the lr ratio or None when the
+        config fixes the lr), or ``ValueError`` naming the field."""
+        if ratio is not None:
+            check_real('adjuster_lr_ratio', ratio, strict=True)
+        if cfg is None:
+            if ratio is not None:
+                raise ValueError(
+                    'adjuster_lr_ratio applies to an adjuster optimizer '
+                    'without its own lr; the default adjuster_optimizer is '
+                    f'{DEFAULT_ADJUSTER_OPTIMIZER} (fixed lr): give '
+                    "adjuster_optimizer='model' (the model's optimizer, as "
+                    'the paper) or a dict without lr to use the ratio')
+            return dict(DEFAULT_ADJUSTER_OPTIMIZER), None
+        if cfg == MODEL_OPTIMIZER:
+            return cfg, 1.0 if ratio is None else float(ratio)
+        if not isinstance(cfg, dict) or 'type' not in cfg:
+            raise ValueError(
+                "adjuster_optimizer must be None (Adam, lr 1e-3), 'model' "
+                "(the model optimizer's type and settings) or a dict with "
+                f"a 'type', got {cfg!r}")
+        cfg = dict(cfg)
+        if 'params' in cfg:
+            raise ValueError('adjuster_optimizer must not name params: the '
+                             "adjuster's parameters are added by "
+                             'GALOptimWrapper')
+        if 'lr' in cfg:
+            check_real('adjuster_optimizer.lr', cfg['lr'])
+            if ratio is not None:
+                raise ValueError(
+                    f"adjuster_optimizer has its own lr ({cfg['lr']}) and "
+                    f'adjuster_lr_ratio={ratio} is given too: keep one (a '
+                    'fixed lr, or a ratio of the head\'s lr)')
+            return cfg, None
+        return cfg, 1.0 if ratio is None else float(ratio)
 
     # ------------------------------------------------------------------ AMP
     def _init_amp(self, loss_scale, dtype) -> None:
@@ -288,29 +363,48 @@ class GALOptimWrapper(OptimWrapper):
 
     # ------------------------------------------------------------------ GAL
     def base_lr(self) -> float:
-        """The model's current base lr (what param schedulers set)."""
+        """GAL's eta: ``tentative_lr`` when set, else the lr the head's
+        parameters get now (their param group's lr: after auto_scale_lr,
+        warm-up, schedulers and paramwise multipliers); before the head is
+        known, mmengine's base lr."""
         if self.tentative_lr is not None:
             return float(self.tentative_lr)
+        if self._lr_group is not None:
+            return float(self.optimizer.param_groups[self._lr_group]['lr'])
         if self.base_param_settings is not None:
             return float(self.base_param_settings['lr'])
         return float(self.optimizer.param_groups[0]['lr'])
 
+    def _find_lr_group(self, head_params) -> Optional[int]:
+        """The index of the param group that trains the head (the first
+        trainable head parameter's group), or None."""
+        ids = {id(p) for p in head_params if p.requires_grad}
+        for i, group in enumerate(self.optimizer.param_groups):
+            if any(id(p) in ids for p in group['params']):
+                return i
+        return None
+
     def setup_adjuster(self, dim: int,
-                       device: Union[str, torch.device] = 'cpu') -> nn.Module:
+                       device: Union[str, torch.device] = 'cpu',
+                       head_params: Sequence[nn.Parameter] = ()
+                       ) -> nn.Module:
         """Build the adjuster for outputs of size ``dim`` and its optimizer.
 
         Called by :class:`GALHook` once the head is known (again on a
         later run of the same runner: the trained adjuster is kept). The
-        initial
-        weights come from a private generator seeded with ``seed`` and are
-        broadcast from rank 0, so every rank starts from the same adjuster
-        and the global random stream is not consumed.
+        initial weights come from a private generator seeded with ``seed``
+        and are broadcast from rank 0, so every rank starts from the same
+        adjuster and the global random stream is not consumed.
+        ``head_params`` are the head's parameters: their param group's lr
+        is GAL's eta.
         """
+        self._lr_group = self._find_lr_group(head_params)
         if self.adjuster is not None:
             if self.adjuster.dim != dim:
                 raise ValueError(f'the adjuster was already built for dim '
                                  f'{self.adjuster.dim}, now asked for {dim}')
             return self.adjuster  # a later run of the same runner
+        warn_if_unlearnable(self.adjuster_kind, dim, self.normalize)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             adjuster = build_adjuster(self.adjuster_kind, dim, self.arch)
@@ -320,17 +414,29 @@ class GALOptimWrapper(OptimWrapper):
             if is_distributed():
                 broadcast(p.data, src=0)
             p.grad = torch.zeros_like(p)
+        if params:
+            self._initial_adjuster = copy.deepcopy(adjuster).requires_grad_(
+                False)
+            for p in self._initial_adjuster.parameters():
+                p.grad = None
         self.adjuster_optimizer = self._build_adjuster_optimizer(params)
         if self._pending_gal_state is not None:
             state, self._pending_gal_state = self._pending_gal_state, None
             self._load_gal_state(state)
         return adjuster
 
+    def _adjuster_lr(self) -> Optional[float]:
+        """The adjuster's lr now when it follows the head's lr, else None
+        (the adjuster optimizer's own lr)."""
+        if self.adjuster_lr_ratio is None:
+            return None
+        return self.adjuster_lr_ratio * self.base_lr()
+
     def _build_adjuster_optimizer(self, params) -> Optional[Optimizer]:
         if not params:
             return None
-        lr = self.adjuster_lr_ratio * self.base_lr()
-        if self.adjuster_optimizer_cfg is None:
+        lr = self._adjuster_lr()
+        if self.adjuster_optimizer_cfg == MODEL_OPTIMIZER:
             inner = _inner_optimizer(self.optimizer)
             # Keep only what the constructor takes (AdamW's defaults hold a
             # `decoupled_weight_decay` its __init__ does not accept).
@@ -342,14 +448,25 @@ class GALOptimWrapper(OptimWrapper):
             defaults['lr'] = lr
             return self._fused(type(inner), params, defaults)
         cfg = dict(self.adjuster_optimizer_cfg)
-        cfg.update(params=params, lr=lr)
+        if lr is not None:
+            cfg['lr'] = lr
         klass = OPTIMIZERS.get(cfg['type']) if isinstance(
             cfg['type'], str) else cfg['type']
-        if isinstance(klass, type):
-            cfg.pop('type')
-            cfg.pop('params')
-            return self._fused(klass, params, cfg)
-        return OPTIMIZERS.build(cfg)
+        if klass is None:
+            raise ValueError(
+                f"adjuster_optimizer.type={cfg['type']!r} is not in "
+                "mmengine's OPTIMIZERS registry (e.g. 'Adam', 'SGD', "
+                "'AdamW')")
+        try:
+            if isinstance(klass, type):
+                cfg.pop('type')
+                return self._fused(klass, params, cfg)
+            return OPTIMIZERS.build(dict(cfg, params=params))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f'adjuster_optimizer={self.adjuster_optimizer_cfg!r} could '
+                f'not build the optimizer: {type(err).__name__}: {err}'
+            ) from err
 
     def _fused(self, klass: type, params: list,
                kwargs: dict) -> Optimizer:
@@ -362,6 +479,18 @@ class GALOptimWrapper(OptimWrapper):
             return fast_optimizer(klass, params, kwargs)
         return klass(params, **kwargs)
 
+    def _step_kwargs(self, grouped: bool) -> dict:
+        return dict(
+            lr=self.base_lr(),
+            sigma=self.sigma,
+            gamma=self.gamma,
+            policy=self.policy,
+            remainder=self.remainder,
+            grouped=grouped,
+            dtype=self.gal_dtype,
+            objective=self.objective,
+            normalize=self.normalize)
+
     def gal_forward(self, z: Tensor, loss_fn, grouped: bool = False
                     ) -> Tensor:
         """Run GAL on output features ``z`` of the head.
@@ -370,7 +499,9 @@ class GALOptimWrapper(OptimWrapper):
             z (Tensor): The head's output features (in the model's graph).
             loss_fn (Callable): Maps a tensor shaped like z to the scalar
                 z-dependent part of the head's loss, with the same targets
-                (with ``grouped``: to the vector of each group's loss).
+                (with ``grouped``: to the vector of each group's loss); an
+                :class:`mmgal.core.ExactLoss` also gives the remainder in
+                closed form.
             grouped (bool): z is (G, ..., d), G GAL problems solved in one
                 step with a decision each (see :func:`gal_step`); they
                 count as G steps for the adjuster's averaging and the
@@ -381,71 +512,138 @@ class GALOptimWrapper(OptimWrapper):
             the groups) and whose gradient w.r.t. z is the gradient GAL
             chose (g~ or g, per group).
         """
-        out = self._gal_step(
-            z,
-            loss_fn,
-            self.adjuster,
-            lr=self.base_lr(),
-            sigma=self.sigma,
-            gamma=self.gamma,
-            policy=self.policy,
-            remainder=self.remainder,
-            grouped=grouped,
-            dtype=self.gal_dtype)
+        kwargs = self._step_kwargs(grouped)
+        out = self._gal_step(z, loss_fn, self.adjuster, **kwargs)
         self._gal_micro_steps += out.adopted.numel()
-        self._record(out)
+        probe = None
+        if self.probe and self._initial_adjuster is not None:
+            probe = self._probe(z, loss_fn, out, kwargs)
+        self._record(out, probe)
         loss = out.loss.sum() if grouped else out.loss
-        # The dtype the loss has without gal_dtype: float64 GAL maths do
-        # not turn the model's loss into float64.
-        return _InjectGrad.apply(z, loss.to(work_dtype(z.dtype)), out.grad)
+        # The dtype the loss has without GAL: float64 GAL maths do not turn
+        # the model's loss into float64.
+        return _InjectGrad.apply(
+            z, loss.to(torch.promote_types(z.dtype, torch.float32)),
+            out.grad)
 
-    def _record(self, out) -> None:
+    @torch.no_grad()
+    def _probe(self, z: Tensor, loss_fn, out, kwargs: dict) -> Tensor:
+        """On a logging iteration: this batch's |R| with the initial
+        (frozen) adjuster, and the cosine of the two adjusters' outputs.
+        The current adjuster has not trained on this batch yet, so its
+        |R| here is a held-out measurement. Returns (|R| learned,
+        |R| initial, mean cosine, 1), summed over groups."""
+        initial = gal_step(z, loss_fn, self._initial_adjuster, **kwargs)
+        zc = z.detach()
+        dtype = next(self.adjuster.parameters()).dtype
+        a_now = self.adjuster(zc.to(dtype)).float()
+        a_init = self._initial_adjuster(zc.to(dtype)).float()
+        cos = torch.nn.functional.cosine_similarity(
+            a_now.flatten(0, -2), a_init.flatten(0, -2), dim=-1,
+            eps=1e-12).mean()
+        return torch.stack([
+            out.remainder.abs().sum().float(),
+            initial.remainder.abs().sum().float(), cos,
+            cos.new_ones(())
+        ])
+
+    def _record(self, out, probe: Optional[Tensor] = None) -> None:
         # One vector per step (a grouped step: summed over its groups),
-        # kept on the device: (|R|, adopted, cos, nonfinite, l - l', steps).
-        # Non-finite steps add 0 to the sums of |R|, cos and l - l' (their
-        # averages are over the finite steps).
+        # kept on the device (see _SUMS). Non-finite steps add 0 to the
+        # sums of |R|, cos and l - l' (their averages are over the finite
+        # steps).
         finite = ~out.nonfinite
         zero = out.remainder.new_zeros(())
+
+        def finite_sum(x):
+            return torch.where(finite, x, zero).sum().float()
+
         vec = torch.stack([
-            torch.where(finite, out.remainder.abs(), zero).sum().float(),
+            finite_sum(out.remainder.abs()),
+            finite_sum(out.scaled_remainder),
             out.adopted.sum().float(),
-            torch.where(finite, out.cos_sim, zero).sum().float(),
+            finite_sum(out.cos_sim),
             out.nonfinite.sum().float(),
-            torch.where(finite, out.loss - out.tentative_loss,
-                        zero).sum().float(),
+            finite_sum(-out.loss_change),
             torch.full((), out.adopted.numel(), dtype=torch.float32,
                        device=zero.device)
         ])
+        vec = torch.cat([vec, probe.to(vec.device) if probe is not None
+                         else vec.new_zeros(4)])
         if self._stats is None:
             self._stats = vec
         else:
             self._stats += vec
 
+    def _weights(self) -> Optional[Tensor]:
+        params = [p.detach().reshape(-1).float()
+                  for p in self.adjuster.parameters()] \
+            if self.adjuster is not None else []
+        return torch.cat(params) if params else None
+
     def pop_gal_stats(self) -> Dict[str, float]:
         """Averages over the GAL steps since the last call, as floats, for
-        logging (one host sync); under DDP over every rank's steps (one
+        logging (one host read); under DDP over every rank's steps (one
         all-reduce, which every rank must call). Empty when GAL ran no
-        step."""
+        step.
+
+        Keys: ``remainder`` (mean |R| / (eta |g~|)^2, the curvature along
+        the step), ``log10_remainder`` (log10 of the mean |R|),
+        ``adopt_rate``, ``cos_sim`` (g vs the adjustment),
+        ``nonfinite`` (count), ``tentative_gain`` (mean l - l'); for a
+        learned adjuster also ``adjuster_update`` (the sine of the angle
+        between its weights now and at the last call: their change beyond
+        a common rescaling, which Eq. 4 ignores) and, where the hook
+        probed this interval's logging iteration, ``remainder_ratio``
+        (|R| with the current adjuster over |R| with the initial one on
+        the same batches: below 1 when learning lowers the remainder) and
+        ``cos_init`` (cosine of the current adjustment with the initial
+        adjuster's).
+        """
         stats, self._stats = self._stats, None
+        weights = self._weights()
         if get_world_size() > 1 and self.adjuster is not None:
             if stats is None:
                 # This rank ran no GAL step; it still joins the collective.
                 param = next(self.adjuster.parameters(), None)
                 stats = torch.zeros(
-                    len(STAT_KEYS) + 1,
+                    len(_SUMS),
                     device=param.device if param is not None else 'cpu')
             torch_dist.all_reduce(stats)
         if stats is None:
             return {}
-        vals = stats.cpu().tolist()
-        count = vals[-1]
+        extra = []
+        if weights is not None:
+            last = self._last_weights
+            self._last_weights = weights
+            if last is not None:
+                cos = torch.nn.functional.cosine_similarity(
+                    weights, last, dim=0, eps=1e-30).double()
+                extra = [(1 - cos.clamp(-1, 1)**2).clamp_min(0).sqrt()]
+        vals = torch.cat([stats.double()] +
+                         [x.reshape(1).to(stats.device) for x in extra]
+                         ).cpu().tolist()
+        sums = dict(zip(_SUMS, vals))
+        count = sums['steps']
         if count == 0:
             return {}
-        res = dict(zip(STAT_KEYS, vals[:-1]))
-        n_finite = count - res['nonfinite']
+        n_finite = count - sums['nonfinite']
+        res = {}
         for k in ('remainder', 'cos_sim', 'tentative_gain'):
-            res[k] = res[k] / n_finite if n_finite > 0 else float('nan')
-        res['adopt_rate'] /= count
+            res[k] = sums[k] / n_finite if n_finite > 0 else float('nan')
+        abs_mean = sums['abs_remainder'] / n_finite if n_finite > 0 \
+            else float('nan')
+        res['log10_remainder'] = math.log10(abs_mean) if abs_mean > 0 \
+            else float('-inf') if abs_mean == 0 else float('nan')
+        res['adopt_rate'] = sums['adopt_rate'] / count
+        res['nonfinite'] = sums['nonfinite']
+        if extra:
+            res['adjuster_update'] = vals[len(_SUMS)]
+        if sums['probes'] > 0:
+            res['remainder_ratio'] = (
+                sums['probe_learned'] / sums['probe_initial']
+                if sums['probe_initial'] > 0 else float('nan'))
+            res['cos_init'] = sums['cos_init'] / sums['probes']
         return res
 
     def step(self, **kwargs) -> None:
@@ -492,9 +690,10 @@ class GALOptimWrapper(OptimWrapper):
                 g.copy_(synced)
         elif self._gal_micro_steps > 1:
             torch._foreach_mul_(grads, 1.0 / self._gal_micro_steps)
-        lr = self.adjuster_lr_ratio * self.base_lr()
-        for group in self.adjuster_optimizer.param_groups:
-            group['lr'] = lr
+        lr = self._adjuster_lr()
+        if lr is not None:
+            for group in self.adjuster_optimizer.param_groups:
+                group['lr'] = lr
         self.adjuster_optimizer.step()
         self.adjuster_optimizer.zero_grad(set_to_none=False)
         self._gal_micro_steps = 0
@@ -586,5 +785,6 @@ class GALOptimWrapper(OptimWrapper):
                 f'GAL: enabled={self.enabled}, sigma={self.sigma}, '
                 f'gamma={self.gamma}, adjuster={self.adjuster_kind}'
                 f'{self.arch}, policy={self.policy}, '
-                f'remainder={self.remainder}, amp={self.use_amp}\n')
+                f'remainder={self.remainder}, objective={self.objective}, '
+                f'normalize={self.normalize}, amp={self.use_amp}\n')
 

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from mmgal.core import (CompiledGALStep, GALOutput, build_adjuster,
                         check_count, check_gal_args, check_real,
-                        dtype_from_name, fast_optimizer, gal_step)
+                        dtype_from_name, fast_optimizer, gal_step, mse_loss,
+                        warn_if_unlearnable)
 
 # GALSettings.fast: 'eager' (the reference: eager step, for-loop Adam, what
 # produced docs/results' Table V), 'auto' (eager step, fused Adam for the
@@ -52,10 +53,21 @@ class GALSettings:
         gamma (float): Tentative learning-rate scale.
         arch (Sequence[int]): Adjuster hidden widths.
         policy (str): Update policy, see :func:`mmgal.core.gal_step`.
-        remainder (str): ``'taylor'`` or ``'reference'``.
+        remainder (str): ``'exact'`` (default: MSE's closed form
+            lr^2 mean(g~^2)), ``'taylor'`` (the difference of two losses
+            in ``gal_dtype``, float32 by default: the tables made before
+            the exact form) or ``'reference'`` (the authors' release).
+        objective (str): The adjuster's objective, ``'normalized'``
+            (default) or ``'abs'`` (the paper's |R|); see
+            :func:`mmgal.core.gal_step`.
+        normalize (str): Eq. 4's norms: ``'auto'`` (default; with one
+            output, as here, the batch: a deviation from Eq. 4 under which
+            the adjuster gets a gradient), ``'row'`` (Eq. 4 as written:
+            the adjuster gets none for d = 1) or ``'batch'``.
         kind (str): Adjuster kind (``'mlp'``, ``'cnn'``, ``'uniform'``,
             ``'normal'``).
-        lr_ratio (float): Adjuster lr = ``lr_ratio`` * model lr.
+        lr_ratio (float): Adjuster lr = ``lr_ratio`` * model lr (Adam
+            without weight decay).
         fast (str): How the GAL step runs: ``'eager'`` (default, the
             reference: the eager step and a for-loop Adam, bit for bit what
             produced the published tables), ``'auto'`` (the eager step and
@@ -64,25 +76,26 @@ class GALSettings:
             graph, see :class:`mmgal.core.CompiledGALStep`; compiling takes
             seconds once, and once more for the smaller last batch). All
             give the same training up to float rounding.
-        gal_dtype (str, optional): The dtype of GAL's maths: ``'float64'``
-            resolves the remainder, which float32 rounds away on these
-            tasks; None (default) or ``'float32'``: float32, as the
-            authors' release. With one output (d = 1, as here) the
-            adjuster gets no gradient in either dtype
-            (``docs/results/remainder_precision.md``).
+        gal_dtype (str, optional): The dtype of GAL's maths, ``'float32'``
+            or ``'float64'``. Defaults to None: float32 (the exact form
+            needs no more), as the authors' release.
     """
     sigma: float = 0.1
     gamma: float = 1.0
     arch: Sequence[int] = (16, 4)
     policy: str = 'le'
-    remainder: str = 'taylor'
+    remainder: str = 'exact'
+    objective: str = 'normalized'
+    normalize: str = 'auto'
     kind: str = 'mlp'
     lr_ratio: float = 1.0
     fast: str = 'eager'
     gal_dtype: Optional[str] = None
 
     def __post_init__(self):
-        check_gal_args(self.sigma, self.gamma, self.policy, self.remainder)
+        check_gal_args(self.sigma, self.gamma, self.policy, self.remainder,
+                       self.objective, self.normalize)
+        check_real('lr_ratio', self.lr_ratio)
         if self.fast not in FAST_MODES:
             raise ValueError(f'fast must be one of {FAST_MODES}, got '
                              f'{self.fast!r}')
@@ -133,6 +146,7 @@ class RegressionStep:
         if gal is None:
             return
         device = next(model.parameters()).device
+        warn_if_unlearnable(gal.kind, 1, gal.normalize)
         self.adjuster = build_adjuster(gal.kind, 1, gal.arch).to(device)
         params = list(self.adjuster.parameters())
         if params:
@@ -162,16 +176,18 @@ class RegressionStep:
             loss = F.mse_loss(pred, y)
             loss.backward()
         else:
-            args = (pred, lambda z: F.mse_loss(z, y), self.adjuster,
+            args = (pred, mse_loss(y), self.adjuster,
                     self.optimizer.param_groups[0]['lr'], gal.sigma,
                     gal.gamma, gal.policy, gal.remainder)
+            kwargs = dict(dtype=self._dtype, objective=gal.objective,
+                          normalize=gal.normalize)
             if self._compiled is not None:
                 # The adjuster's update is part of the compiled step.
                 out = self._compiled(*args,
                                      optimizer=self.adjuster_optimizer,
-                                     dtype=self._dtype)
+                                     **kwargs)
             else:
-                out = gal_step(*args, dtype=self._dtype)
+                out = gal_step(*args, **kwargs)
                 if self.adjuster_optimizer is not None:
                     self.adjuster_optimizer.step()
                     self.adjuster_optimizer.zero_grad(set_to_none=True)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mmgal.core import (CNNGradientAdjuster, GradientAdjuster,
-                        NoiseGradientAdjuster, build_adjuster, gal_step)
+                        NoiseGradientAdjuster, build_adjuster, gal_step,
+                        warn_if_unlearnable)
 
 
 def test_mlp_layout_is_dim_arch_dim_without_final_activation():
@@ -87,17 +88,64 @@ def test_bad_kind_and_dim_raise():
         CNNGradientAdjuster(4, (4, ), kernel_size=2)
 
 
-def test_a_learned_adjuster_for_one_feature_warns_it_cannot_learn():
-    """d = 1: a/|a| = sign(a) has a zero derivative; the warning says so,
-    and a GAL step indeed leaves the adjuster (next to) no gradient."""
+def test_row_normalisation_gives_a_one_feature_adjuster_no_gradient():
+    """d = 1 with Eq. 4 per row: a/|a| = sign(a) has a zero derivative; the
+    warning says so, and a GAL step indeed leaves the adjuster no
+    gradient."""
     import torch.nn.functional as F
-    with pytest.warns(UserWarning, match='d = 1 gets no gradient'):
-        adj = build_adjuster('mlp', 1, (16, 4))
+    with pytest.warns(UserWarning, match="d = 1 with normalize='row' gets "
+                      'no gradient'):
+        assert warn_if_unlearnable('mlp', 1, 'row')
+    adj = build_adjuster('mlp', 1, (16, 4))
     z, y = torch.randn(50, 1), torch.randn(50, 1)
     gal_step(z, lambda t: F.mse_loss(t, y), adj, 0.1, 0.1,
-             dtype=torch.float64)
+             dtype=torch.float64, normalize='row')
     assert max(float(p.grad.abs().max()) for p in adj.parameters()) < 1e-15
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        build_adjuster('mlp', 2, (4, ))
-        build_adjuster('normal', 1)
+        for args in (('mlp', 2, 'row'), ('normal', 1, 'row'),
+                     ('mlp', 1, 'batch'), ('mlp', 1, 'auto')):
+            assert not warn_if_unlearnable(*args)
+
+
+@pytest.mark.parametrize('normalize', ['auto', 'batch'])
+def test_batch_normalisation_gives_a_one_feature_adjuster_a_gradient(
+        normalize):
+    """The deviation from Eq. 4 for d = 1: one norm over the batch, so the
+    adjustment's per-sample profile depends on the adjuster; its gradient
+    is that of |R| / (eta |g~|)^2 (checked against a float64 finite
+    difference) and large against float32's resolution."""
+    import torch.nn.functional as F
+    from mmgal.core import mse_loss
+    torch.manual_seed(0)
+    adj = build_adjuster('mlp', 1, (16, 4)).double()
+    z, y = torch.randn(50, 1).double(), torch.randn(50, 1).double()
+    lr, sigma = 1e-3, 0.1
+    gal_step(z, mse_loss(y), adj, lr, sigma, normalize=normalize)
+    grad = adj.net[-1].weight.grad.clone()
+    assert grad.abs().max() > 1e-4
+
+    def step(a):
+        g = 2 * (z - y) / z.numel()
+        return -lr * (g + sigma * a * g.norm() / a.norm())
+
+    with torch.no_grad():
+        # The denominator (eta |g~|)^2 is detached: fixed at phi.
+        denom = (step(adj(z))**2).sum()
+
+    def objective(a):
+        # MSE: R = mean(delta^2).
+        return (step(a)**2).mean() / denom
+
+    w = adj.net[-1].weight
+    eps = 1e-6
+    with torch.no_grad():
+        for i in range(w.shape[1]):
+            w[0, i] += eps
+            up = objective(adj(z))
+            w[0, i] -= 2 * eps
+            down = objective(adj(z))
+            w[0, i] += eps
+            numeric = (up - down) / (2 * eps)
+            torch.testing.assert_close(grad[0, i], numeric, rtol=1e-5,
+                                       atol=1e-12)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgal.core import GradientAdjuster, gal_step
+from mmgal.core import GradientAdjuster, cross_entropy_loss, gal_step
 
 
 class LinearAdjuster(nn.Module):
@@ -51,8 +51,11 @@ def make_batch(b=8, d=5, seed=0, dtype=torch.float64):
     return z, t
 
 
-def reference_step(z, loss_fn, adjuster, lr, sigma, gamma, remainder):
-    """Independent, unoptimised restatement of NOTES.md steps 1-6."""
+def reference_step(z, loss_fn, adjuster, lr, sigma, gamma, remainder,
+                   objective='abs'):
+    """Independent, unoptimised restatement of NOTES.md steps 1-6, in
+    float64, R as the difference of two losses; returns the adjuster's
+    objective too (|R|, or |R| over the detached |eta g~|^2)."""
     z = z.detach().double()
     zr = z.clone().requires_grad_(True)
     loss = loss_fn(zr)
@@ -66,9 +69,12 @@ def reference_step(z, loss_fn, adjuster, lr, sigma, gamma, remainder):
     z_new = z - eta * g_adj
     tentative = loss_fn(z_new)
     dots = torch.stack([(g_adj[i] * g[i]).sum() for i in range(len(g))])
-    first = dots.sum() if remainder == 'taylor' else dots.mean()
+    first = dots.mean() if remainder == 'reference' else dots.sum()
     rem = tentative - loss.detach() + eta * first
-    return g, g_adj, loss.detach(), tentative, rem
+    obj = rem.abs()
+    if objective == 'normalized':
+        obj = obj / (eta**2 * (g_adj.detach()**2).sum())
+    return g, g_adj, loss.detach(), tentative, rem, obj
 
 
 def test_quadratic_remainder_matches_closed_form():
@@ -93,26 +99,34 @@ def test_quadratic_remainder_matches_closed_form():
     assert out.adopted.dtype == torch.bool and out.adopted.dim() == 0
 
 
-def test_matches_independent_reference_and_adjuster_grads():
+@pytest.mark.parametrize('objective', ['normalized', 'abs'])
+@pytest.mark.parametrize('remainder', ['exact', 'taylor', 'reference'])
+def test_matches_independent_reference_and_adjuster_grads(remainder,
+                                                          objective):
     z, t = make_batch(b=6, d=4, seed=1)
     labels = torch.tensor([0, 1, 2, 3, 1, 0])
-    for loss_fn in (quadratic(t), cross_entropy(labels)):
-        for remainder in ('taylor', 'reference'):
-            adj = LinearAdjuster(4)
-            out = gal_step(z, loss_fn, adj, 0.5, 0.1, 3.0,
-                           remainder=remainder)
-            ref_adj = LinearAdjuster(4)
-            g, g_adj, loss, tent, rem = reference_step(
-                z, loss_fn, ref_adj, 0.5, 0.1, 3.0, remainder)
-            torch.testing.assert_close(out.vanilla_grad, g)
-            torch.testing.assert_close(out.loss, loss)
-            torch.testing.assert_close(out.tentative_loss, tent)
-            torch.testing.assert_close(out.remainder, rem)
-            rem.abs().backward()
-            torch.testing.assert_close(adj.weight.grad, ref_adj.weight.grad)
-            torch.testing.assert_close(adj.bias.grad, ref_adj.bias.grad)
-            expect = g_adj if bool(tent <= loss) else g
-            torch.testing.assert_close(out.grad, expect)
+    for loss_fn in (quadratic(t), cross_entropy(labels),
+                    cross_entropy_loss(labels)):
+        adj = LinearAdjuster(4)
+        out = gal_step(z, loss_fn, adj, 0.5, 0.1, 3.0, remainder=remainder,
+                       objective=objective)
+        ref_adj = LinearAdjuster(4)
+        g, g_adj, loss, tent, rem, obj = reference_step(
+            z, loss_fn, ref_adj, 0.5, 0.1, 3.0, remainder, objective)
+        torch.testing.assert_close(out.vanilla_grad, g)
+        torch.testing.assert_close(out.loss, loss)
+        torch.testing.assert_close(out.tentative_loss, tent)
+        torch.testing.assert_close(out.remainder, rem)
+        torch.testing.assert_close(out.loss_change, tent - loss)
+        obj.backward()
+        # The adjuster's gradient is large against the tolerance.
+        assert ref_adj.weight.grad.abs().max() > 1e-5
+        torch.testing.assert_close(adj.weight.grad, ref_adj.weight.grad,
+                                   rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(adj.bias.grad, ref_adj.bias.grad,
+                                   rtol=1e-6, atol=1e-12)
+        expect = g_adj if bool(tent <= loss) else g
+        torch.testing.assert_close(out.grad, expect)
 
 
 def test_sigma_zero_returns_exactly_the_vanilla_gradient():
@@ -214,13 +228,13 @@ def test_half_precision_inputs_use_fp32_maths(dtype):
     z32 = torch.randn(12, 10) * 3
     labels = torch.randint(0, 10, (12, ))
     adj = GradientAdjuster(10, (16, ))
-    out = gal_step(z32.to(dtype), cross_entropy(labels), adj, 0.1, 0.01)
+    loss_fn = cross_entropy_loss(labels)
+    out = gal_step(z32.to(dtype), loss_fn, adj, 0.1, 0.01)
     assert out.grad.dtype == dtype and out.vanilla_grad.dtype == dtype
     assert out.loss.dtype == torch.float32
     assert out.remainder.dtype == torch.float32
     # Same maths as fp32 on the rounded input.
-    ref = gal_step(z32.to(dtype).float(), cross_entropy(labels), adj, 0.1,
-                   0.01)
+    ref = gal_step(z32.to(dtype).float(), loss_fn, adj, 0.1, 0.01)
     torch.testing.assert_close(out.loss, ref.loss)
     torch.testing.assert_close(out.remainder, ref.remainder)
     torch.testing.assert_close(out.grad, ref.grad.to(dtype))
@@ -340,8 +354,13 @@ def test_no_host_sync_in_the_step():
     (dict(gamma=-1), 'gamma must be'),
     (dict(policy='ge'), r"policy must be one of \('le', 'lt', 'always', "
      r"'never'\).*'ge'"),
-    (dict(remainder='exact'),
-     r"remainder must be one of \('taylor', 'reference'\).*'exact'"),
+    (dict(remainder='closed'),
+     r"remainder must be one of \('exact', 'taylor', 'reference'\).*"
+     r"'closed'"),
+    (dict(objective='square'),
+     r"objective must be one of \('normalized', 'abs'\), got 'square'"),
+    (dict(normalize='group'), r"normalize must be one of \('auto', 'row', "
+     r"'batch'\), got 'group'"),
     (dict(lr=-1.0), r'lr must be a finite number >= 0, got -1\.0'),
     (dict(lr=float('inf')), r'lr must be a finite number >= 0, got inf'),
     (dict(lr=torch.tensor(-0.1)), r'lr must be a finite number >= 0, got '
@@ -375,12 +394,16 @@ def test_non_scalar_loss_raises():
         gal_step(z, lambda zz: (zz - t)**2, LinearAdjuster(5), 0.1, 0.1)
 
 
-def test_single_feature_with_sigma_one_is_refused():
+def test_single_feature_with_sigma_one_is_refused_under_row_norms():
     z = torch.randn(8, 1)
     with pytest.raises(ValueError, match=r'sigma must be < 1 when z has a '
-                       r'single feature'):
+                       r"single feature \(d = 1\) and normalize='row'"):
         gal_step(z, lambda zz: (zz**2).mean(), GradientAdjuster(1, (4, )),
-                 0.1, 1.0)
+                 0.1, 1.0, normalize='row')
+    # One norm over the batch cannot cancel every row's gradient.
+    out = gal_step(z, lambda zz: (zz**2).mean(), GradientAdjuster(1, (4, )),
+                   0.1, 1.0)
+    assert math.isfinite(float(out.remainder))
     out = gal_step(z, lambda zz: (zz**2).mean(), GradientAdjuster(1, (4, )),
                    0.1, 0.5)
     assert math.isfinite(float(out.remainder))
@@ -505,27 +528,44 @@ def test_grouped_loss_shape_is_checked():
                  0.1, 0.1, grouped=True)
 
 
-def test_float64_work_dtype_resolves_the_mse_remainder():
-    """For MSE the remainder is exactly lr^2 * mean(g~^2) (> 0). In float64
-    the step computes that; the gradient keeps z's float32."""
+@pytest.mark.parametrize('normalize', ['row', 'batch'])
+def test_float64_difference_and_the_exact_form_give_the_mse_remainder(
+        normalize):
+    """For MSE the remainder is exactly lr^2 * mean(g~^2) (> 0). The
+    closed form (mse_loss) gives it in float32; a plain loss_fn with
+    remainder='exact' runs in float64 and gets it to ~6 digits (l' - l
+    cancels to ~1e-10 of l); float32's difference ('taylor') does not."""
+    from mmgal.core import mse_loss
     torch.manual_seed(0)
     adj = GradientAdjuster(1, (16, 4))
     gen = torch.Generator().manual_seed(5)
+    taylor_errors = []
     for _ in range(10):
         z = torch.randn(200, 1, generator=gen)
         y = torch.randn(200, 1, generator=gen)
-        out = gal_step(z, lambda t: F.mse_loss(t, y), adj, 1e-3, 0.1,
-                       dtype=torch.float64)
-        assert out.grad.dtype == torch.float32
-        assert out.remainder.dtype == torch.float64
+        plain = gal_step(z, lambda t: F.mse_loss(t, y), adj, 1e-3, 0.1,
+                         normalize=normalize)
+        closed = gal_step(z, mse_loss(y), adj, 1e-3, 0.1,
+                          normalize=normalize)
+        f32 = gal_step(z, lambda t: F.mse_loss(t, y), adj, 1e-3, 0.1,
+                       normalize=normalize, remainder='taylor')
+        assert plain.grad.dtype == torch.float32
+        assert plain.remainder.dtype == torch.float64
+        assert closed.remainder.dtype == torch.float32
         z64, y64 = z.double(), y.double()
         g = 2 * (z64 - y64) / z.numel()
         a = adj(z).detach().double()
-        g_adj = g + 0.1 * a / a.abs() * g.abs()
-        exact = 1e-6 * (g_adj**2).mean()
-        # float64 still cancels l' - l (~1e-10 of l ~ 1): ~6 digits left;
-        # float32 gets no digit and not even the sign.
-        torch.testing.assert_close(out.remainder, exact, rtol=1e-4, atol=0)
+        if normalize == 'row':
+            adjustment = 0.1 * a / a.abs() * g.abs()
+        else:
+            adjustment = 0.1 * a / a.norm() * g.norm()
+        exact = 1e-6 * ((g + adjustment)**2).mean()
+        torch.testing.assert_close(plain.remainder, exact, rtol=1e-4, atol=0)
+        torch.testing.assert_close(closed.remainder.double(), exact,
+                                   rtol=1e-5, atol=0)
+        taylor_errors.append(float((f32.remainder.double() - exact).abs() /
+                                   exact))
+    assert min(taylor_errors) > 0.01
 
 
 def test_work_dtype_is_checked():

@@ -1,5 +1,6 @@
 import copy
 import logging
+import math
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
 import mmgal  # noqa: F401
-from mmgal.core import gal_step
+from mmgal.core import cross_entropy_loss, gal_step
 from mmgal.engine import GALOptimWrapper
 
 
@@ -43,20 +44,35 @@ def test_registered_in_mmengine_root_and_resolves_from_child_scopes():
     assert DET.get('GALOptimWrapper') is GALOptimWrapper
 
 
-def test_gal_forward_returns_the_exact_loss_and_injects_the_chosen_grad():
+@pytest.mark.parametrize('exact', [False, True])
+def test_gal_forward_returns_the_exact_loss_and_injects_the_chosen_grad(
+        exact):
+    """The loss value is the model's own (float32 even where GAL's maths
+    run in float64) and z's gradient is GAL's g~ = g + the adjustment,
+    with g exactly the gradient the model gets without GAL."""
     model, wrapper = make(sigma=0.3, arch=(8, ), policy='always')
     wrapper.setup_adjuster(4)
     x, y = batch(0)
     z = model(x)
-    loss = wrapper.gal_forward(z, lambda zz: F.cross_entropy(zz, y))
+
+    def loss_fn():
+        return cross_entropy_loss(y) if exact else (
+            lambda t: F.cross_entropy(t, y))
+
+    loss = wrapper.gal_forward(z, loss_fn())
+    assert loss.dtype == torch.float32
     assert torch.equal(loss, F.cross_entropy(z.detach(), y))
     zz = z.detach().requires_grad_(True)
-    (gz, ) = torch.autograd.grad(
-        wrapper.gal_forward(zz, lambda t: F.cross_entropy(t, y)), zz)
-    ref = gal_step(z, lambda t: F.cross_entropy(t, y), wrapper.adjuster, 0.1,
-                   0.3, policy='always')
-    torch.testing.assert_close(gz, ref.grad)
-    assert not torch.equal(gz, ref.vanilla_grad)
+    (gz, ) = torch.autograd.grad(wrapper.gal_forward(zz, loss_fn()), zz)
+    ref = gal_step(z, loss_fn(), wrapper.adjuster, 0.1, 0.3,
+                   policy='always')
+    assert torch.equal(gz, ref.grad)
+    z0 = z.detach().requires_grad_(True)
+    (g_plain, ) = torch.autograd.grad(F.cross_entropy(z0, y), z0)
+    assert torch.equal(ref.vanilla_grad, g_plain)
+    # g~ - g is the adjustment: sigma |g| in each row.
+    torch.testing.assert_close((gz - g_plain).norm(dim=1),
+                               0.3 * g_plain.norm(dim=1))
 
 
 def test_gal_with_sigma_zero_updates_exactly_like_optim_wrapper():
@@ -75,7 +91,8 @@ def test_gal_with_sigma_zero_updates_exactly_like_optim_wrapper():
 
 
 def test_accumulative_counts_step_model_and_adjuster_on_the_same_boundary():
-    model, wrapper = make(sigma=0.2, arch=(8, ), accumulative_counts=2)
+    model, wrapper = make(sigma=0.2, arch=(8, ), accumulative_counts=2,
+                          adjuster_optimizer='model')
     wrapper.setup_adjuster(4)
     adj0 = copy.deepcopy(wrapper.adjuster)
     w0 = model.weight.detach().clone()
@@ -95,27 +112,40 @@ def test_accumulative_counts_step_model_and_adjuster_on_the_same_boundary():
                             adj0.parameters()):
                 assert torch.equal(p, q)
     assert not torch.equal(model.weight, w0)
-    # Adjuster optimizer = the model's (SGD, lr 0.1): p - lr * mean grad.
+    # Adjuster optimizer = the model's (SGD, lr 0.1): p - lr * mean grad,
+    # an update far above the comparison's tolerance.
     for p, q, g1, g2 in zip(wrapper.adjuster.parameters(), adj0.parameters(),
                             *grads):
-        torch.testing.assert_close(p, q - 0.1 * (g1 + g2) / 2)
+        update = 0.1 * (g1 + g2) / 2
+        assert update.abs().max() > 1e-4
+        torch.testing.assert_close(p, q - update, rtol=1e-5, atol=1e-7)
 
 
-def test_tentative_and_adjuster_lr_follow_the_base_lr():
+def test_tentative_and_adjuster_lr_follow_the_heads_param_group():
+    """eta is the lr the head's parameters get (their group's lr, after
+    paramwise multipliers and schedulers), not mmengine's base lr."""
     model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 4))
     opt = torch.optim.SGD([
         dict(params=model[0].parameters(), lr=0.01),
         dict(params=model[1].parameters(), lr=0.1)
     ], lr=0.1)
-    wrapper = GALOptimWrapper(opt, adjuster_lr_ratio=0.5, arch=(8, ))
-    # With several groups mmengine tracks a base lr (what schedulers set).
+    wrapper = GALOptimWrapper(opt, adjuster_optimizer='model',
+                              adjuster_lr_ratio=0.5, arch=(8, ))
+    # Before the head is known: mmengine's base lr.
     assert wrapper.base_lr() == 0.1
-    wrapper.setup_adjuster(4)
-    wrapper.base_param_settings['lr'] = 0.02
+    wrapper.setup_adjuster(4, head_params=list(model[1].parameters()))
+    assert wrapper.base_lr() == 0.1
+    opt.param_groups[1]['lr'] = 0.02  # a scheduler or auto_scale_lr
+    wrapper.base_param_settings['lr'] = 7.0  # what mmengine reports
     assert wrapper.base_lr() == 0.02
     x, y = batch(0)
+    seen = []
+    real = wrapper._gal_step
+    wrapper._gal_step = lambda *a, **kw: seen.append(kw['lr']) or real(
+        *a, **kw)
     wrapper.update_params(
         wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
+    assert seen == [0.02]
     assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == 0.01
     fixed = GALOptimWrapper(opt, tentative_lr=0.5)
     assert fixed.base_lr() == 0.5
@@ -128,10 +158,33 @@ def test_adjuster_lives_outside_the_model_optimizer():
                     if isinstance(p, nn.Parameter)}
     assert not model_params & {id(p) for p in wrapper.adjuster.parameters()}
     assert len(wrapper.optimizer.param_groups) == 1
+    # The default: Adam, lr 1e-3, no weight decay (none inherited).
+    assert type(wrapper.adjuster_optimizer) is torch.optim.Adam
+    group = wrapper.adjuster_optimizer.param_groups[0]
+    assert group['lr'] == 1e-3 and group['weight_decay'] == 0
+
+
+def test_adjuster_optimizer_model_inherits_type_and_settings():
+    model = nn.Linear(6, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                          weight_decay=5e-4)
+    wrapper = GALOptimWrapper(opt, adjuster_optimizer='model', arch=(8, ))
+    wrapper.setup_adjuster(4)
+    group = wrapper.adjuster_optimizer.param_groups[0]
     assert type(wrapper.adjuster_optimizer) is torch.optim.SGD
+    assert (group['lr'], group['momentum'], group['weight_decay']) == (
+        0.1, 0.9, 5e-4)
 
 
-def test_adjuster_optimizer_can_be_configured():
+def test_an_lr_inside_adjuster_optimizer_is_kept():
+    model, wrapper = make(arch=(8, ), adjuster_optimizer=dict(type='SGD',
+                                                              lr=0.003))
+    wrapper.setup_adjuster(4)
+    run_steps(model, wrapper, 2)
+    assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == 0.003
+
+
+def test_adjuster_optimizer_without_lr_follows_the_head_lr():
     _, wrapper = make(arch=(8, ), adjuster_optimizer=dict(type='Adam'),
                       adjuster_lr_ratio=0.1)
     wrapper.setup_adjuster(4)
@@ -229,41 +282,116 @@ def test_disabled_wrapper_is_a_plain_optim_wrapper():
         assert torch.equal(a, b)
 
 
-def test_stats_average_over_the_interval_with_one_sync():
+def test_stats_average_the_steps_of_the_interval():
+    """Each logged value is the average over the interval's steps of what
+    gal_step returned (recorded independently here)."""
     model, wrapper = make(arch=(8, ), sigma=0.1)
     wrapper.setup_adjuster(4)
     assert wrapper.pop_gal_stats() == {}
+    outs = []
+    real = wrapper._gal_step
+    wrapper._gal_step = lambda *a, **kw: outs.append(real(*a, **kw)) or \
+        outs[-1]
     for seed in range(4):
         x, y = batch(seed)
         wrapper.update_params(
             wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
     stats = wrapper.pop_gal_stats()
-    assert set(stats) == {'remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
-                          'tentative_gain'}
-    assert 0 <= stats['adopt_rate'] <= 1 and stats['nonfinite'] == 0
-    assert stats['remainder'] >= 0
+    # The first call has no earlier weights for adjuster_update.
+    assert set(stats) == {'remainder', 'log10_remainder', 'adopt_rate',
+                          'cos_sim', 'nonfinite', 'tentative_gain'}
+
+    def mean(key):
+        return sum(float(getattr(o, key)) for o in outs) / len(outs)
+
+    assert stats['remainder'] == pytest.approx(mean('scaled_remainder'))
+    assert stats['log10_remainder'] == pytest.approx(
+        math.log10(sum(float(o.remainder.abs()) for o in outs) / 4))
+    assert stats['adopt_rate'] == pytest.approx(mean('adopted'))
+    assert stats['cos_sim'] == pytest.approx(mean('cos_sim'))
+    assert stats['tentative_gain'] == pytest.approx(-mean('loss_change'))
+    assert stats['nonfinite'] == 0
     assert wrapper.pop_gal_stats() == {}
+
+
+def test_adjuster_update_is_its_change_beyond_a_common_rescaling():
+    model, wrapper = make(arch=(8, ), sigma=0.1)
+    wrapper.setup_adjuster(4)
+    run_steps(model, wrapper, 1)
+    assert 'adjuster_update' not in wrapper.pop_gal_stats()  # first call
+    w0 = torch.cat([p.detach().flatten() for p in
+                    wrapper.adjuster.parameters()])
+    with torch.no_grad():
+        for p in wrapper.adjuster.parameters():
+            p.mul_(0.5)  # a common rescaling: no update beyond it
+    run_steps(model, wrapper, 0)
+    wrapper._stats = torch.zeros(11)
+    wrapper._stats[6] = 1
+    assert wrapper.pop_gal_stats()['adjuster_update'] == pytest.approx(
+        0, abs=1e-6)
+    run_steps(model, wrapper, 3)
+    w1 = torch.cat([p.detach().flatten() for p in
+                    wrapper.adjuster.parameters()])
+    cos = float(F.cosine_similarity(w1.double(), 0.5 * w0.double(), dim=0))
+    update = wrapper.pop_gal_stats()['adjuster_update']
+    assert update > 1e-4
+    assert update == pytest.approx(math.sqrt(1 - cos**2), rel=1e-4)
+
+
+def test_a_probed_step_compares_the_learned_and_the_initial_adjuster():
+    model, wrapper = make(arch=(8, ), sigma=0.5)
+    wrapper.setup_adjuster(4)
+    run_steps(model, wrapper, 5)
+    wrapper.pop_gal_stats()
+    initial = copy.deepcopy(wrapper._initial_adjuster)
+    current = copy.deepcopy(wrapper.adjuster)
+    x, y = batch(9)
+    z = model(x)
+    wrapper.probe = True
+    wrapper.gal_forward(z, lambda t: F.cross_entropy(t, y))
+    stats = wrapper.pop_gal_stats()
+    kw = dict(lr=0.1, sigma=0.5)
+    r_now = gal_step(z, lambda t: F.cross_entropy(t, y), current, **kw)
+    r_init = gal_step(z, lambda t: F.cross_entropy(t, y), initial, **kw)
+    assert stats['remainder_ratio'] == pytest.approx(
+        float(r_now.remainder.abs() / r_init.remainder.abs()), rel=1e-5)
+    a, b = current(z.detach()), initial(z.detach())
+    assert stats['cos_init'] == pytest.approx(
+        float(F.cosine_similarity(a, b, dim=-1).mean()), rel=1e-5)
+    assert stats['cos_init'] < 1 - 1e-4  # it has learned something
 
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(sigma=-1), 'sigma must be a finite number >= 0'),
     (dict(gamma=0), 'gamma must be a finite number > 0'),
     (dict(policy='sometimes'), 'policy must be one of'),
-    (dict(remainder='exact'), 'remainder must be one of'),
+    (dict(remainder='closed'), 'remainder must be one of'),
+    (dict(objective='mse'), 'objective must be one of'),
+    (dict(normalize='layer'), 'normalize must be one of'),
     (dict(adjuster='rnn'), r"adjuster must be one of \('mlp', 'cnn', "
      r"'uniform', 'normal'\), got 'rnn'"),
     (dict(arch=()), 'arch must be a non-empty sequence'),
     (dict(adjuster_lr_ratio=-1), 'adjuster_lr_ratio must be a finite '
-     'number >= 0'),
+     'number > 0'),
     (dict(adjuster_lr_ratio=float('nan')), 'adjuster_lr_ratio must be a '
-     'finite number >= 0, got nan'),
+     'finite number > 0, got nan'),
     (dict(adjuster_lr_ratio=float('inf')), 'adjuster_lr_ratio must be a '
      'finite number'),
+    (dict(adjuster_lr_ratio=0.5), 'adjuster_lr_ratio applies to an '
+     'adjuster optimizer without its own lr'),
+    (dict(adjuster_optimizer=dict(type='Adam', lr=1e-3),
+          adjuster_lr_ratio=0.5), r'adjuster_optimizer has its own lr '
+     r'\(0\.001\) and adjuster_lr_ratio=0\.5 is given too'),
+    (dict(adjuster_optimizer=dict(type='Adam', params=[])),
+     'adjuster_optimizer must not name params'),
     (dict(tentative_lr='auto'), 'tentative_lr must be None'),
+    (dict(tentative_lr=0), 'tentative_lr must be a finite number > 0, got '
+     '0'),
     (dict(tentative_lr=float('inf')), 'tentative_lr must be a finite number '
-     '>= 0, got inf'),
+     '> 0, got inf'),
     (dict(tentative_lr=float('nan')), 'tentative_lr must be a finite number '
-     '>= 0, got nan'),
+     '> 0, got nan'),
+    (dict(seed=2**70), r'seed must be an int in \[-2\*\*63, 2\*\*64\)'),
     (dict(loss_scale=0), 'loss_scale must be a finite number > 0, got 0'),
     (dict(loss_scale=-1.), 'loss_scale must be a finite number > 0, got '
      '-1.0'),
@@ -273,8 +401,8 @@ def test_stats_average_over_the_interval_with_one_sync():
     (dict(seed=1.5), r'seed must be a int, got 1\.5'),
     (dict(sigma=float('nan')), 'sigma must be a finite number >= 0, got '
      'nan'),
-    (dict(adjuster_optimizer='Adam'), 'adjuster_optimizer must be None or '
-     "a dict with a 'type'"),
+    (dict(adjuster_optimizer='Adam'), "adjuster_optimizer must be None "
+     r"\(Adam, lr 1e-3\), 'model'"),
     (dict(dtype='float8'), r"dtype must be one of \('float16', 'bfloat16'"),
     (dict(loss_scale='static'), "loss_scale must be 'dynamic', a finite "
      'number > 0 or a dict'),
@@ -363,6 +491,7 @@ def test_cuda_fp16_amp_with_grad_scaler_trains_and_keeps_gal_in_fp32():
 def test_numpy_settings_are_numbers():
     np = pytest.importorskip('numpy')
     _, wrapper = make(sigma=np.float32(0.01), tentative_lr=np.float64(0.1),
+                      adjuster_optimizer='model',
                       adjuster_lr_ratio=np.float32(2))
     assert wrapper.sigma == pytest.approx(0.01)
     assert wrapper.base_lr() == pytest.approx(0.1)
@@ -497,6 +626,7 @@ def test_gal_dtype_float64_runs_gals_maths_in_float64():
                    0.1, dtype=torch.float64)
     assert ref.remainder.dtype == torch.float64
     torch.testing.assert_close(
-        wrapper.pop_gal_stats()['remainder'], float(ref.remainder.abs()))
+        wrapper.pop_gal_stats()['log10_remainder'],
+        math.log10(float(ref.remainder.abs())))
     wrapper.update_params(loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())
