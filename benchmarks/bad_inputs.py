@@ -144,8 +144,8 @@ def cases(data_root: str, tmp: str):
         w.load_state_dict(state)
 
     yield ('checkpoint', 'resume with adjuster_optimizer SGD -> Adam',
-           lambda: resume(trained(), arch=(8, ),
-                          adjuster_optimizer=dict(type='Adam')))
+           lambda: resume(trained(adjuster_optimizer=dict(type='SGD')),
+                          arch=(8, ), adjuster_optimizer=dict(type='Adam')))
     yield ('checkpoint', 'resume with arch (8,) -> (16,)',
            lambda: resume(trained(), arch=(16, )))
 

@@ -83,63 +83,13 @@ def read_scalars(work_dir: str) -> list:
 
 
 def shrink_detector(cfg: Config, data_root: str, ann_file: str,
-                    work_dir: str, size: int = 64, queries: int = 20,
-                    n_train: int = 4, epochs: int = 1) -> Config:
-    """A stock DETR-family config on the tiny COCO set, CPU-sized: ResNet-18
-    without pretrained weights, ``size``-pixel images, few queries."""
-    with open(ann_file) as f:
-        classes = tuple(c['name'] for c in json.load(f)['categories'])
-    model = cfg.model
-    model.backbone.update(depth=18, init_cfg=None)
-    model.neck.in_channels = [
-        64 * 2**i for i in model.backbone.out_indices
-    ]
-    model.num_queries = queries
-    if model.get('test_cfg'):
-        model.test_cfg.max_per_img = min(
-            model.test_cfg.get('max_per_img', queries), queries)
-    model.bbox_head.num_classes = len(classes)
-    if model.get('dn_cfg'):
-        model.dn_cfg.group_cfg = dict(dynamic=False, num_groups=2)
-    pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True),
-        dict(type='Resize', scale=(size, size), keep_ratio=True),
-        dict(type='PackDetInputs',
-             meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                        'scale_factor'))
-    ]
-    for name, n in (('train_dataloader', n_train), ('val_dataloader',
-                                                    None)):
-        loader = cfg[name]
-        loader.batch_size = 2
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.pop('batch_sampler', None)
-        loader.dataset = dict(
-            type='CocoDataset',
-            data_root=data_root,
-            ann_file=ann_file,
-            data_prefix=dict(img='images/'),
-            metainfo=dict(classes=classes),
-            filter_cfg=dict(filter_empty_gt=False),
-            indices=n,
-            test_mode=name != 'train_dataloader',
-            pipeline=copy.deepcopy(pipeline))
-    cfg.test_dataloader = cfg.val_dataloader
-    cfg.val_evaluator = dict(type='CocoMetric', ann_file=ann_file,
-                             metric='bbox')
-    cfg.test_evaluator = cfg.val_evaluator
-    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=epochs,
-                         val_interval=1)
-    cfg.param_scheduler = []
-    cfg.work_dir = work_dir
-    cfg.experiment_name = unique_name(work_dir)
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
-    cfg.log_level = 'WARNING'
-    cfg.pop('auto_scale_lr', None)
-    return cfg
+                    work_dir: str, **kwargs) -> Config:
+    """A stock DETR-family config on the tiny COCO set, CPU-sized (see
+    :func:`mmgal.datasets.tiny_detector_config`)."""
+    from mmgal.datasets import tiny_detector_config
+    return tiny_detector_config(cfg, data_root, ann_file, work_dir,
+                                experiment_name=unique_name(work_dir),
+                                **kwargs)
 
 
 def stock_config(name: str) -> Config:

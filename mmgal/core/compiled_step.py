@@ -47,6 +47,7 @@ def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
                      out_dtype: torch.dtype, normalize: str, objective: str,
                      z_native: Optional[Tensor] = None,
                      update: Optional[_AdamUpdate] = None):
+    lr = lr.reshape(())
     with torch.autocast(device_type=z.device.type, enabled=False):
 
         def task_loss(zz):
@@ -229,7 +230,9 @@ class CompiledGALStep:
                               loss_shape, grouped)
             self._checked.add(key)
         if not isinstance(lr, Tensor):
-            lr = torch.full((), float(lr), dtype=work, device=z.device)
+            # One element, not 0-dim: dynamo guards a 0-dim float64 CPU
+            # tensor by its value (a host read per call).
+            lr = torch.full((1, ), float(lr), dtype=work, device=z.device)
         adj_dtype = next(iter(params.values())).dtype
         try:
             out, grads = self._fn(params, self._buffers, z0, lr, loss_fn,

@@ -10,7 +10,7 @@ COCO one that MMDetection's ``CocoDataset`` and ``CocoMetric`` read::
 import json
 import os
 import os.path as osp
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -24,7 +24,8 @@ def make_tiny_coco(root: str,
                    num_images: int = 8,
                    image_size: Tuple[int, int] = (64, 64),
                    max_objects: int = 3,
-                   seed: int = 0) -> str:
+                   seed: int = 0,
+                   vary_size: bool = False) -> str:
     """Write the set under ``root`` and return the annotation file's path.
 
     A set written there before is replaced whole (with a warning); an
@@ -36,15 +37,21 @@ def make_tiny_coco(root: str,
         image_size (tuple): (height, width).
         max_objects (int): At most this many boxes per image (at least 1).
         seed (int): Seed of the content.
+        vary_size (bool): Give each image its own height and width, each
+            drawn from [0.5, 1.5] times ``image_size`` (other sizes and
+            aspect ratios, as in real COCO batches). Defaults to False.
     """
     from PIL import Image
     rng = np.random.RandomState(seed)
-    h, w = image_size
     # Old images of another call would stay beside the new ones.
     clear_generated(root, ('images', ), r'\d{6}\.png', 'make_tiny_coco')
     os.makedirs(osp.join(root, 'images'), exist_ok=True)
     images, annotations = [], []
     for i in range(num_images):
+        h, w = image_size
+        if vary_size:
+            h, w = (int(rng.randint(s // 2, s * 3 // 2 + 1))
+                    for s in image_size)
         img = rng.randint(0, 60, size=(h, w, 3)).astype(np.uint8)
         for _ in range(rng.randint(1, max_objects + 1)):
             bw, bh = rng.randint(w // 6, w // 2), rng.randint(h // 6, h // 2)
@@ -70,3 +77,93 @@ def make_tiny_coco(root: str,
             dict(images=images, annotations=annotations,
                  categories=categories), f)
     return ann_file
+
+
+def tiny_detector_config(cfg,
+                         data_root: str,
+                         ann_file: str,
+                         work_dir: str,
+                         size: int = 64,
+                         queries: int = 20,
+                         n_train: int = 4,
+                         epochs: int = 1,
+                         stock_pipeline: bool = False,
+                         experiment_name: Optional[str] = None):
+    """A stock DETR-family config shrunk to the tiny COCO set, CPU-sized:
+    ResNet-18 without pretrained weights, few queries, batch 2.
+
+    Args:
+        cfg (Config): The stock config (changed in place and returned).
+        data_root, ann_file: From :func:`make_tiny_coco`.
+        work_dir (str): The run's work directory.
+        size (int): Images are resized to ``size`` pixels (keeping their
+            aspect ratio) unless ``stock_pipeline``.
+        queries (int): Object queries.
+        n_train (int): Training images (the first ``n_train``).
+        epochs (int): Training epochs.
+        stock_pipeline (bool): Keep the config's own train pipeline
+            (multi-scale resizing and cropping: the images of a batch
+            differ in size, as on COCO) instead of one fixed size.
+        experiment_name (str, optional): mmengine's experiment name
+            (default: a fresh one, so runs in one process do not share
+            their logger).
+    """
+    import copy
+    import json
+    import uuid
+    with open(ann_file) as f:
+        classes = tuple(c['name'] for c in json.load(f)['categories'])
+    model = cfg.model
+    model.backbone.update(depth=18, init_cfg=None)
+    model.neck.in_channels = [
+        64 * 2**i for i in model.backbone.out_indices
+    ]
+    model.num_queries = queries
+    if model.get('test_cfg'):
+        model.test_cfg.max_per_img = min(
+            model.test_cfg.get('max_per_img', queries), queries)
+    model.bbox_head.num_classes = len(classes)
+    if model.get('dn_cfg'):
+        model.dn_cfg.group_cfg = dict(dynamic=False, num_groups=2)
+    fixed = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(size, size), keep_ratio=True),
+        dict(type='PackDetInputs',
+             meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                        'scale_factor'))
+    ]
+    for name, n in (('train_dataloader', n_train), ('val_dataloader',
+                                                    None)):
+        loader = cfg[name]
+        pipeline = loader.dataset.pipeline if (
+            stock_pipeline and name == 'train_dataloader') else fixed
+        loader.batch_size = 2
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.pop('batch_sampler', None)
+        loader.dataset = dict(
+            type='CocoDataset',
+            data_root=data_root,
+            ann_file=ann_file,
+            data_prefix=dict(img='images/'),
+            metainfo=dict(classes=classes),
+            filter_cfg=dict(filter_empty_gt=False),
+            indices=n,
+            test_mode=name != 'train_dataloader',
+            pipeline=copy.deepcopy(pipeline))
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.val_evaluator = dict(type='CocoMetric', ann_file=ann_file,
+                             metric='bbox')
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=epochs,
+                         val_interval=1)
+    cfg.param_scheduler = []
+    cfg.work_dir = work_dir
+    cfg.experiment_name = experiment_name or \
+        f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}'
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.log_level = 'WARNING'
+    cfg.pop('auto_scale_lr', None)
+    return cfg

@@ -64,6 +64,46 @@ class _InjectGrad(torch.autograd.Function):
         return (grad * grad_output).to(grad.dtype), None, None
 
 
+def summarize(sums: Sequence[float]) -> Dict[str, float]:
+    """The logged GAL statistics from the interval's sums (see ``_SUMS``;
+    under DDP, summed over the ranks): means over the finite steps,
+    ``adopt_rate`` over all steps, ``nonfinite`` a count, the probe's
+    ratio and cosine over the probed steps. Empty without steps."""
+    sums = dict(zip(_SUMS, sums))
+    count = sums['steps']
+    if count == 0:
+        return {}
+    n_finite = count - sums['nonfinite']
+
+    def finite_mean(key):
+        return sums[key] / n_finite if n_finite > 0 else float('nan')
+
+    res = {k: finite_mean(k)
+           for k in ('remainder', 'cos_sim', 'tentative_gain')}
+    abs_mean = finite_mean('abs_remainder')
+    res['log10_remainder'] = (math.log10(abs_mean) if abs_mean > 0 else
+                              float('-inf') if abs_mean == 0 else
+                              float('nan'))
+    res['adopt_rate'] = sums['adopt_rate'] / count
+    res['nonfinite'] = sums['nonfinite']
+    if sums['probes'] > 0:
+        res['remainder_ratio'] = (
+            sums['probe_learned'] / sums['probe_initial']
+            if sums['probe_initial'] > 0 else float('nan'))
+        res['cos_init'] = sums['cos_init'] / sums['probes']
+    return res
+
+
+def _sine(w: Tensor, ref: Optional[Tensor]) -> Optional[Tensor]:
+    """sin of the angle between two weight vectors: the change of w
+    beyond a common rescaling of ref (0 for w = c * ref)."""
+    if ref is None:
+        return None
+    cos = torch.nn.functional.cosine_similarity(
+        w.double(), ref.double(), dim=0, eps=1e-30)
+    return (1 - cos.clamp(-1, 1)**2).clamp_min(0).sqrt()
+
+
 def _inner_optimizer(optimizer: Optimizer) -> Optimizer:
     # Wrappers such as Lookahead hold the real optimizer as `.optimizer`.
     while isinstance(getattr(optimizer, 'optimizer', None), Optimizer):
@@ -575,10 +615,14 @@ class GALOptimWrapper(OptimWrapper):
         else:
             self._stats += vec
 
-    def _weights(self) -> Optional[Tensor]:
+    def _weights(self, adjuster: Optional[nn.Module] = None
+                 ) -> Optional[Tensor]:
+        """The adjuster's weights as one float32 vector (None without
+        any)."""
+        adjuster = adjuster if adjuster is not None else self.adjuster
         params = [p.detach().reshape(-1).float()
-                  for p in self.adjuster.parameters()] \
-            if self.adjuster is not None else []
+                  for p in adjuster.parameters()] \
+            if adjuster is not None else []
         return torch.cat(params) if params else None
 
     def pop_gal_stats(self) -> Dict[str, float]:
@@ -593,7 +637,8 @@ class GALOptimWrapper(OptimWrapper):
         ``nonfinite`` (count), ``tentative_gain`` (mean l - l'); for a
         learned adjuster also ``adjuster_update`` (the sine of the angle
         between its weights now and at the last call: their change beyond
-        a common rescaling, which Eq. 4 ignores) and, where the hook
+        a common rescaling, which Eq. 4 ignores), ``adjuster_drift`` (the
+        same against its initial weights) and, where the hook
         probed this interval's logging iteration, ``remainder_ratio``
         (|R| with the current adjuster over |R| with the initial one on
         the same batches: below 1 when learning lowers the remainder) and
@@ -601,7 +646,8 @@ class GALOptimWrapper(OptimWrapper):
         adjuster's).
         """
         stats, self._stats = self._stats, None
-        weights = self._weights()
+        weights = self._weights() if self._initial_adjuster is not None \
+            else None
         if get_world_size() > 1 and self.adjuster is not None:
             if stats is None:
                 # This rank ran no GAL step; it still joins the collective.
@@ -614,36 +660,19 @@ class GALOptimWrapper(OptimWrapper):
             return {}
         extra = []
         if weights is not None:
-            last = self._last_weights
-            self._last_weights = weights
-            if last is not None:
-                cos = torch.nn.functional.cosine_similarity(
-                    weights, last, dim=0, eps=1e-30).double()
-                extra = [(1 - cos.clamp(-1, 1)**2).clamp_min(0).sqrt()]
-        vals = torch.cat([stats.double()] +
-                         [x.reshape(1).to(stats.device) for x in extra]
-                         ).cpu().tolist()
-        sums = dict(zip(_SUMS, vals))
-        count = sums['steps']
-        if count == 0:
-            return {}
-        n_finite = count - sums['nonfinite']
-        res = {}
-        for k in ('remainder', 'cos_sim', 'tentative_gain'):
-            res[k] = sums[k] / n_finite if n_finite > 0 else float('nan')
-        abs_mean = sums['abs_remainder'] / n_finite if n_finite > 0 \
-            else float('nan')
-        res['log10_remainder'] = math.log10(abs_mean) if abs_mean > 0 \
-            else float('-inf') if abs_mean == 0 else float('nan')
-        res['adopt_rate'] = sums['adopt_rate'] / count
-        res['nonfinite'] = sums['nonfinite']
-        if extra:
-            res['adjuster_update'] = vals[len(_SUMS)]
-        if sums['probes'] > 0:
-            res['remainder_ratio'] = (
-                sums['probe_learned'] / sums['probe_initial']
-                if sums['probe_initial'] > 0 else float('nan'))
-            res['cos_init'] = sums['cos_init'] / sums['probes']
+            last, self._last_weights = self._last_weights, weights
+            init = self._weights(self._initial_adjuster)
+            # Against the weights at the last log, and at the start.
+            extra = [_sine(weights, w) for w in (last, init)]
+        vals = torch.cat([stats.double().reshape(-1)] + [
+            x.reshape(1).to(stats.device) for x in extra if x is not None
+        ]).cpu().tolist()
+        res = summarize(vals[:len(_SUMS)])
+        rest = iter(vals[len(_SUMS):])
+        if res:
+            for key, x in zip(('adjuster_update', 'adjuster_drift'), extra):
+                if x is not None:
+                    res[key] = next(rest)
         return res
 
     def step(self, **kwargs) -> None:

@@ -299,7 +299,8 @@ def test_stats_average_the_steps_of_the_interval():
     stats = wrapper.pop_gal_stats()
     # The first call has no earlier weights for adjuster_update.
     assert set(stats) == {'remainder', 'log10_remainder', 'adopt_rate',
-                          'cos_sim', 'nonfinite', 'tentative_gain'}
+                          'cos_sim', 'nonfinite', 'tentative_gain',
+                          'adjuster_drift'}
 
     def mean(key):
         return sum(float(getattr(o, key)) for o in outs) / len(outs)
@@ -333,9 +334,16 @@ def test_adjuster_update_is_its_change_beyond_a_common_rescaling():
     w1 = torch.cat([p.detach().flatten() for p in
                     wrapper.adjuster.parameters()])
     cos = float(F.cosine_similarity(w1.double(), 0.5 * w0.double(), dim=0))
-    update = wrapper.pop_gal_stats()['adjuster_update']
+    stats = wrapper.pop_gal_stats()
+    update = stats['adjuster_update']
     assert update > 1e-4
     assert update == pytest.approx(math.sqrt(1 - cos**2), rel=1e-4)
+    # Drift: against the initial weights (the rescaling does not count).
+    init = torch.cat([p.flatten() for p in
+                      wrapper._initial_adjuster.parameters()])
+    cos0 = float(F.cosine_similarity(w1.double(), init.double(), dim=0))
+    assert stats['adjuster_drift'] == pytest.approx(math.sqrt(1 - cos0**2),
+                                                    rel=1e-3)
 
 
 def test_a_probed_step_compares_the_learned_and_the_initial_adjuster():

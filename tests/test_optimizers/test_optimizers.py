@@ -35,6 +35,7 @@ def test_lookahead_builds_from_config_with_paramwise_groups():
                 weight_decay=1e-5,
                 k=5,
                 alpha=0.8),
+            adjuster_optimizer='model',
             paramwise_cfg=dict(norm_decay_mult=0.0)))
     opt = wrapper.optimizer
     assert isinstance(opt, Lookahead)
@@ -43,7 +44,8 @@ def test_lookahead_builds_from_config_with_paramwise_groups():
     # One list object: what a scheduler writes is what SGD reads.
     assert opt.param_groups is opt.optimizer.param_groups
     assert any(g['weight_decay'] == 0.0 for g in opt.param_groups)
-    # The adjuster gets SGD (the base), not Lookahead.
+    # With the model's optimizer (the paper's setting) the adjuster gets
+    # SGD (the base), not Lookahead.
     wrapper.setup_adjuster(2)
     assert type(wrapper.adjuster_optimizer) is torch.optim.SGD
 
