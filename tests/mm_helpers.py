@@ -98,3 +98,53 @@ def stock_config(name: str) -> Config:
     with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
         f.write(f'_base_ = {name!r}\n')
     return Config.fromfile(f.name)
+
+
+VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus',
+               'car', 'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse',
+               'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
+               'train', 'tvmonitor')
+
+
+def make_tiny_voc(root: str, num_images: int = 4, size: int = 48) -> str:
+    """A VOC2007-layout multi-label set (JPEGImages, Annotations,
+    ImageSets/Main/{trainval,test}.txt) of noise images, 1-3 labels each,
+    as MMPretrain's ``VOC`` dataset reads it."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    for sub in ('JPEGImages', 'Annotations', 'ImageSets/Main'):
+        os.makedirs(osp.join(root, sub), exist_ok=True)
+    ids = [f'{i:06d}' for i in range(num_images)]
+    for img_id in ids:
+        Image.fromarray(rng.randint(0, 255, (size, size, 3)).astype(
+            np.uint8)).save(osp.join(root, 'JPEGImages', f'{img_id}.jpg'))
+        names = rng.choice(VOC_CLASSES, rng.randint(1, 4), replace=False)
+        objects = ''.join(f'<object><name>{n}</name><difficult>0'
+                          '</difficult></object>' for n in names)
+        with open(osp.join(root, 'Annotations', f'{img_id}.xml'), 'w') as f:
+            f.write(f'<annotation>{objects}</annotation>')
+    for split in ('trainval', 'test'):
+        with open(osp.join(root, 'ImageSets', 'Main', f'{split}.txt'),
+                  'w') as f:
+            f.write('\n'.join(ids) + '\n')
+    return root
+
+
+def readme_snippet(heading: str = '## Add GAL to a config you already '
+                   'have') -> str:
+    """The first python block of the README after ``heading``: what users
+    copy."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        text = f.read()
+    block = text.split(heading, 1)[1].split('```python\n', 1)[1]
+    return block.split('```', 1)[0]
+
+
+def with_base(snippet: str, base: str) -> str:
+    """``snippet`` with its ``_base_`` line pointing at ``base``."""
+    lines = snippet.splitlines()
+    assert lines[0].startswith('_base_ = '), lines[0]
+    return '\n'.join([f'_base_ = {base!r}'] + lines[1:]) + '\n'

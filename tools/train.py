@@ -6,11 +6,16 @@ The same interface as MMPretrain's and MMDetection's tools/train.py:
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--cfg-options key=value ...] [--launcher pytorch]
 
-Differences from the stock scripts: ``import mmgal`` registers GAL for any
-config, and ``--amp`` on a GAL config switches on GALOptimWrapper's own AMP
-instead of replacing the wrapper type (which would silently drop GAL), and
-``--launcher pytorch`` (tools/dist_train.sh) also runs on CPU-only machines,
-with the gloo backend.
+For an MMPretrain config (``default_scope='mmpretrain'``) it sets the
+dataloader defaults MMPretrain's script sets (``default_collate``, pinned
+memory, persistent workers); for an MMDetection config (or any other) it
+leaves the dataloaders as the config has them, as MMDetection's script
+does (its batches hold images of different sizes: mmengine's
+``pseudo_collate``). Differences from the stock scripts: ``import mmgal``
+registers GAL for any config, ``--amp`` on a GAL config switches on
+GALOptimWrapper's own AMP instead of replacing the wrapper type (which
+would silently drop GAL), and ``--launcher pytorch`` (tools/dist_train.sh)
+also runs on CPU-only machines, with the gloo backend.
 """
 import argparse
 import os
@@ -69,6 +74,21 @@ def parse_args(argv=None):
     return args
 
 
+def set_mmpretrain_loader_defaults(cfg: Config) -> None:
+    """What MMPretrain's tools/train.py sets on every dataloader the config
+    leaves unset (its batches are stacked: ``default_collate``)."""
+    defaults = ConfigDict(
+        pin_memory=True,
+        persistent_workers=True,
+        collate_fn=dict(type='default_collate'))
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(field, None) is None:
+            continue
+        loader = deepcopy(defaults)
+        loader.update(cfg[field])
+        cfg[field] = loader
+
+
 def merge_args(cfg: Config, args) -> Config:
     """Merge the command line into the config."""
     if args.no_validate:
@@ -90,21 +110,23 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
     if args.auto_scale_lr:
+        if not isinstance(cfg.get('auto_scale_lr'), dict) or \
+                'base_batch_size' not in cfg.auto_scale_lr:
+            raise SystemExit(
+                '--auto-scale-lr needs auto_scale_lr = dict(base_batch_size='
+                '...) in the config (the batch size its lr was set for)')
         cfg.auto_scale_lr.enable = True
-    defaults = ConfigDict(
-        pin_memory=True,
-        persistent_workers=True,
-        collate_fn=dict(type='default_collate'))
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        if cfg.get(field, None) is None:
-            continue
-        loader = deepcopy(defaults)
-        loader.update(cfg[field])
-        if loader.get('num_workers', 0) == 0:
-            loader.persistent_workers = False
-        cfg[field] = loader
+    if cfg.get('default_scope') == 'mmpretrain':
+        set_mmpretrain_loader_defaults(cfg)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field, None)
+        # torch refuses persistent workers without workers (also when
+        # --cfg-options sets num_workers=0 on a config that had some).
+        if loader is not None and loader.get('num_workers', 0) == 0 and \
+                loader.get('persistent_workers', False):
+            loader.persistent_workers = False
     return cfg
 
 

@@ -31,8 +31,9 @@ class BaseGALAdapter:
     def __init__(self, head: nn.Module):
         self.head = head
 
-    def out_dim(self) -> int:
-        """Size of the last dimension of z."""
+    def out_dim(self) -> Optional[int]:
+        """Size of the last dimension of z, or None when the head does not
+        declare it (the adjuster is then sized to the first z)."""
         raise NotImplementedError
 
     def install(self, gal_forward: GALForward) -> None:

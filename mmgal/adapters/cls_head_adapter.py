@@ -98,13 +98,16 @@ class ClsHeadAdapter(BaseGALAdapter):
                              'which ClsHeadAdapter taps')
         self._handle = None
 
-    def out_dim(self) -> int:
+    def out_dim(self) -> Optional[int]:
+        """``num_classes`` where the head declares it; else None (the
+        adjuster is sized to the first logits GAL sees: ``ClsHead``,
+        ``MultiLabelClsHead``, ``CSRAClsHead`` and ``VigClsHead`` have
+        none)."""
         num_classes = getattr(self.head, 'num_classes', None)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                f'{type(self.head).__name__} has no `num_classes`; give the '
-                "logits' size as GALHook(dim=...)")
-        return num_classes
+        if isinstance(num_classes, int) and not isinstance(
+                num_classes, bool) and num_classes >= 1:
+            return num_classes
+        return None
 
     def install(self, gal_forward: GALForward) -> None:
         if self._handle is not None:

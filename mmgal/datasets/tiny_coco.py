@@ -88,6 +88,7 @@ def tiny_detector_config(cfg,
                          n_train: int = 4,
                          epochs: int = 1,
                          stock_pipeline: bool = False,
+                         pipeline_scale: float = 1.0,
                          experiment_name: Optional[str] = None):
     """A stock DETR-family config shrunk to the tiny COCO set, CPU-sized:
     ResNet-18 without pretrained weights, few queries, batch 2.
@@ -104,6 +105,9 @@ def tiny_detector_config(cfg,
         stock_pipeline (bool): Keep the config's own train pipeline
             (multi-scale resizing and cropping: the images of a batch
             differ in size, as on COCO) instead of one fixed size.
+        pipeline_scale (float): Multiply the stock pipeline's resize
+            scales and crop sizes by this (e.g. 0.1: COCO's 480-800 short
+            sides become 48-80 pixels, CPU-sized; its structure stays).
         experiment_name (str, optional): mmengine's experiment name
             (default: a fresh one, so runs in one process do not share
             their logger).
@@ -136,7 +140,7 @@ def tiny_detector_config(cfg,
     for name, n in (('train_dataloader', n_train), ('val_dataloader',
                                                     None)):
         loader = cfg[name]
-        pipeline = loader.dataset.pipeline if (
+        pipeline = _scaled(loader.dataset.pipeline, pipeline_scale) if (
             stock_pipeline and name == 'train_dataloader') else fixed
         loader.batch_size = 2
         loader.num_workers = 0
@@ -167,3 +171,22 @@ def tiny_detector_config(cfg,
     cfg.log_level = 'WARNING'
     cfg.pop('auto_scale_lr', None)
     return cfg
+
+
+def _scaled(pipeline, factor: float):
+    """A copy of ``pipeline`` with every resize scale and crop size
+    multiplied by ``factor``."""
+    def size(v):
+        if isinstance(v, (list, tuple)):
+            return type(v)(size(x) for x in v)
+        return max(1, int(round(v * factor))) if isinstance(v, int) else v
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: size(v) if k in ('scale', 'scales', 'crop_size')
+                    else walk(v) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(walk(x) for x in node)
+        return node
+
+    return walk(pipeline)

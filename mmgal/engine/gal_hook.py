@@ -146,32 +146,55 @@ class GALHook(Hook):
                 f'GALHook is registered {n_hooks} times (custom_hooks); each '
                 'would run GAL on the head, so GAL would step several times '
                 'per iteration. Keep one GALHook.')
+        self._check_priority(runner)
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         head = self._find_head(model)
         self.adapter = build_adapter(head, self.adapter_cfg)
         dim = self.dim or self.adapter.out_dim()
+        # The model's device (a head without parameters, e.g. VGG's
+        # multi-label head, has none of its own).
         param = next(head.parameters(), None)
+        if param is None:
+            param = next(model.parameters(), None)
         device = param.device if param is not None else 'cpu'
-        adjuster = wrapper.setup_adjuster(dim, device,
-                                          list(head.parameters()))
+        wrapper.prepare(device, list(head.parameters()))
+        if dim is not None:
+            wrapper.setup_adjuster(dim)
         self._wrapper = wrapper
         if self.interval is None:
             self.interval = next((h.interval for h in runner.hooks
                                   if type(h).__name__ == 'LoggerHook'), 10)
-        n_params = sum(p.numel() for p in adjuster.parameters())
         if wrapper.enabled:
             self.adapter.install(wrapper.gal_forward)
+            size = f'z dim {dim}' if dim is not None else \
+                'z dim from the first output'
             print_log(
                 f'GAL on {type(head).__name__} ({type(self.adapter).__name__}'
-                f', z dim {dim}): {wrapper.adjuster_kind} adjuster '
-                f'{wrapper.arch} with {n_params} parameters, sigma '
-                f'{wrapper.sigma}, gamma {wrapper.gamma}, policy '
-                f'{wrapper.policy}, remainder {wrapper.remainder}',
+                f', {size}): {wrapper.adjuster_kind} adjuster '
+                f'{wrapper.arch}, sigma {wrapper.sigma}, gamma '
+                f'{wrapper.gamma}, policy {wrapper.policy}, remainder '
+                f'{wrapper.remainder}, objective {wrapper.objective}, '
+                f'normalize {wrapper.normalize}',
                 logger='current')
         else:
             print_log('GAL is switched off (GALOptimWrapper.enabled=False)',
                       logger='current')
+
+    def _check_priority(self, runner) -> None:
+        """GALHook must hand its statistics to the MessageHub before the
+        LoggerHook reads it in the same iteration."""
+        from mmengine.runner.priority import get_priority
+        logger = next((h for h in runner.hooks
+                       if type(h).__name__ == 'LoggerHook'), None)
+        if logger is not None and get_priority(self.priority) > \
+                get_priority(logger.priority):
+            raise ValueError(
+                f'GALHook: priority={self.priority!r} runs after the '
+                f'LoggerHook ({logger.priority!r}), which would log every '
+                'gal/* value one interval late and never the last: give '
+                "GALHook a priority of at least the LoggerHook's, e.g. "
+                "'NORMAL' (the default)")
 
     def _logs_at(self, runner, batch_idx: int) -> bool:
         # The same condition as LoggerHook's.

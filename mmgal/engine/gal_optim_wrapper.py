@@ -294,9 +294,14 @@ class GALOptimWrapper(OptimWrapper):
         self._initial_adjuster: Optional[nn.Module] = None
         self._last_weights: Optional[Tensor] = None
         self.probe = False
-        # Index of the param group holding the head's parameters (its lr is
-        # GAL's eta); None: mmengine's base lr.
+        # Index of the param group of the layer that outputs z (its lr is
+        # GAL's eta), found on the first GAL step; None: mmengine's base
+        # lr. The head's device and parameters (GALHook.prepare).
         self._lr_group: Optional[int] = None
+        self._lr_group_known = False
+        self._device: Union[str, torch.device] = 'cpu'
+        self._head_params: list = []
+        self._prepared = False
         self._pending_gal_state: Optional[dict] = None
         self._gal_micro_steps = 0
         self._warned_idle = False
@@ -378,9 +383,15 @@ class GALOptimWrapper(OptimWrapper):
 
     def backward(self, loss: Tensor, **kwargs) -> None:
         if self.enabled and self.adjuster is None:
+            if self._prepared:
+                raise RuntimeError(
+                    "GALOptimWrapper: GAL ran no step in the first "
+                    "iteration: the head's loss never reached the "
+                    "adapter's tap. Check GALHook's head and adapter.")
             raise RuntimeError(
                 'GALOptimWrapper is enabled but no GALHook has set up its '
-                "adjuster: add dict(type='GALHook') to custom_hooks (or set "
+                "adjuster: add default_hooks = dict(gal=dict(type="
+                "'GALHook')) to the config (or set "
                 'optim_wrapper.enabled=False)')
         if self.loss_scaler is None:
             return super().backward(loss, **kwargs)
@@ -415,30 +426,70 @@ class GALOptimWrapper(OptimWrapper):
             return float(self.base_param_settings['lr'])
         return float(self.optimizer.param_groups[0]['lr'])
 
-    def _find_lr_group(self, head_params) -> Optional[int]:
-        """The index of the param group that trains the head (the first
-        trainable head parameter's group), or None."""
-        ids = {id(p) for p in head_params if p.requires_grad}
-        for i, group in enumerate(self.optimizer.param_groups):
-            if any(id(p) in ids for p in group['params']):
-                return i
-        return None
+    def _group_of(self, params) -> Optional[int]:
+        """The index of the first param group holding one of ``params``
+        (in their order), or None."""
+        index = {id(p): i for i, group in enumerate(
+            self.optimizer.param_groups) for p in group['params']}
+        return next((index[id(p)] for p in params if id(p) in index), None)
+
+    def _find_lr_group(self, z: Tensor) -> Optional[int]:
+        """The param group of the layer that outputs z: the parameters
+        nearest to z in its autograd graph (a weight before a bias, which
+        a ``bias_lr_mult`` may set apart), else the head's parameters,
+        else None (mmengine's base lr)."""
+        frontier, seen = [z.grad_fn], set()
+        while frontier:
+            found, nxt = [], []
+            for fn in frontier:
+                for child, _ in getattr(fn, 'next_functions', ()):
+                    if child is None or id(child) in seen:
+                        continue
+                    seen.add(id(child))
+                    var = getattr(child, 'variable', None)
+                    if var is not None:
+                        found.append(var)
+                    else:
+                        nxt.append(child)
+            if found:
+                found.sort(key=lambda p: p.dim() < 2)
+                group = self._group_of(found)
+                if group is not None:
+                    return group
+            frontier = nxt
+        return self._group_of([p for p in self._head_params
+                               if p.requires_grad])
+
+    def prepare(self, device: Union[str, torch.device] = 'cpu',
+                head_params: Sequence[nn.Parameter] = ()) -> None:
+        """What :class:`GALHook` knows before the first iteration: the
+        head's device and parameters. The adjuster is then built on the
+        first GAL step, sized to its output, unless
+        :meth:`setup_adjuster` built it already."""
+        self._device = device
+        self._head_params = list(head_params)
+        self._lr_group_known = False
+        self._prepared = True
 
     def setup_adjuster(self, dim: int,
-                       device: Union[str, torch.device] = 'cpu',
-                       head_params: Sequence[nn.Parameter] = ()
+                       device: Union[str, torch.device, None] = None,
+                       head_params: Optional[Sequence[nn.Parameter]] = None
                        ) -> nn.Module:
         """Build the adjuster for outputs of size ``dim`` and its optimizer.
 
-        Called by :class:`GALHook` once the head is known (again on a
-        later run of the same runner: the trained adjuster is kept). The
-        initial weights come from a private generator seeded with ``seed``
-        and are broadcast from rank 0, so every rank starts from the same
-        adjuster and the global random stream is not consumed.
-        ``head_params`` are the head's parameters: their param group's lr
-        is GAL's eta.
+        Called by :class:`GALHook` once the head's output size is known
+        (before the first iteration, or on the first GAL step for heads
+        that do not declare it; again on a later run of the same runner:
+        the trained adjuster is kept). The initial weights come from a
+        private generator seeded with ``seed`` and are broadcast from rank
+        0, so every rank starts from the same adjuster and the global
+        random stream is not consumed.
         """
-        self._lr_group = self._find_lr_group(head_params)
+        if device is not None or head_params is not None:
+            self.prepare(device or self._device,
+                         head_params if head_params is not None else
+                         self._head_params)
+        device = self._device
         if self.adjuster is not None:
             if self.adjuster.dim != dim:
                 raise ValueError(f'the adjuster was already built for dim '
@@ -552,6 +603,12 @@ class GALOptimWrapper(OptimWrapper):
             the groups) and whose gradient w.r.t. z is the gradient GAL
             chose (g~ or g, per group).
         """
+        if self.adjuster is None:
+            # A head that does not declare its output size: sized here.
+            self.setup_adjuster(z.shape[-1], z.device)
+        if not self._lr_group_known:
+            self._lr_group = self._find_lr_group(z)
+            self._lr_group_known = True
         kwargs = self._step_kwargs(grouped)
         out = self._gal_step(z, loss_fn, self.adjuster, **kwargs)
         self._gal_micro_steps += out.adopted.numel()

@@ -159,11 +159,14 @@ def test_unsupported_head_error_lists_supported_heads():
     assert 'DETRHead' in supported_heads()  # exact class only
 
 
-def test_head_without_num_classes_asks_for_dim():
-    head = MODELS.build(dict(type='ClsHead'))
-    with pytest.raises(ValueError, match=r'has no `num_classes`; give the '
-                       r"logits' size as GALHook\(dim=...\)"):
-        build_adapter(head).out_dim()
+@pytest.mark.parametrize('cfg', [
+    dict(type='ClsHead'), dict(type='MultiLabelClsHead'),
+    dict(type='CSRAClsHead', num_classes=5, in_channels=8, num_heads=1),
+    dict(type='LinearClsHead', num_classes=5, in_channels=8)])
+def test_out_dim_is_the_declared_size_or_none(cfg):
+    head = MODELS.build(cfg)
+    declared = getattr(head, 'num_classes', None)
+    assert build_adapter(head).out_dim() == declared
 
 
 def test_users_can_register_an_adapter_for_their_head():

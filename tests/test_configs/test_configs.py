@@ -21,8 +21,9 @@ CONFIGS = sorted(
                        recursive=True))
 GAL_CONFIGS = [c for c in CONFIGS if 'gal' in osp.basename(c)]
 GAL_KEYS = {'sigma', 'gamma', 'arch', 'adjuster', 'policy', 'remainder',
-            'adjuster_optimizer', 'adjuster_lr_ratio', 'tentative_lr',
-            'enabled', 'seed', 'type'}
+            'objective', 'normalize', 'adjuster_optimizer',
+            'adjuster_lr_ratio', 'tentative_lr', 'enabled', 'seed', 'type',
+            'fast', 'gal_dtype'}
 
 
 def twin_of(path):
@@ -56,14 +57,15 @@ def test_config_loads_and_builds(path):
         sched = dict(sched)
         sched.pop('convert_to_iter_based', None)
         PARAM_SCHEDULERS.build(dict(sched, optimizer=wrapper))
-    for hook in cfg.get('custom_hooks', []):
+    gal_hook = cfg.get('default_hooks', {}).get('gal')
+    for hook in cfg.get('custom_hooks', []) + [gal_hook] * bool(gal_hook):
         HOOKS.build(copy.deepcopy(hook))
     for loader in ('train_dataloader', 'val_dataloader'):
         dataset = cfg[loader].dataset.type
         assert DATASETS.get(f'{scope}.{dataset}') is not None, dataset
     if path in GAL_CONFIGS:
         assert isinstance(wrapper, GALOptimWrapper)
-        assert any(h['type'] == 'GALHook' for h in cfg.custom_hooks)
+        assert cfg.default_hooks.gal == dict(type='GALHook')
         assert 'mmgal' in cfg.custom_imports.imports
 
 
@@ -84,7 +86,7 @@ def test_gal_config_changes_only_what_gal_needs(path):
     changed = {k for k in gal.keys() | base.keys()
                if gal.get(k, '<missing>') != base.get(k, '<missing>')}
     allowed = {'custom_imports.imports', 'custom_imports.'
-               'allow_failed_imports', 'custom_hooks'}
+               'allow_failed_imports', 'default_hooks.gal.type'}
     allowed |= {f'optim_wrapper.{k}' for k in GAL_KEYS}
     assert changed <= allowed, changed - allowed
     # The stock optimizer, paramwise_cfg and clip_grad stay.
@@ -92,6 +94,5 @@ def test_gal_config_changes_only_what_gal_needs(path):
         if key.startswith('optim_wrapper.optimizer'):
             assert gal[key] == base[key]
     assert gal['optim_wrapper.type'] == 'GALOptimWrapper'
-    # custom_hooks is replaced by a child config: the base's hooks stay.
-    for hook in base.get('custom_hooks', []):
-        assert hook in gal['custom_hooks'], hook
+    # The base's custom_hooks (EMAHook) stay, untouched.
+    assert gal.get('custom_hooks') == base.get('custom_hooks')

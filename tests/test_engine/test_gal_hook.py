@@ -192,14 +192,15 @@ def test_hook_without_gal_wrapper_is_a_clear_error(digits_root, tmp_path):
 
 def test_wrapper_without_hook_is_a_clear_error(digits_root, tmp_path):
     cfg = digits_cfg(digits_root, str(tmp_path))
-    cfg.custom_hooks = []
-    with pytest.raises(RuntimeError, match='no GALHook has set up'):
+    cfg.default_hooks.pop('gal')
+    with pytest.raises(RuntimeError, match='no GALHook has set up its '
+                       r"adjuster: add default_hooks = dict\(gal="):
         train(cfg)
 
 
 def test_unsupported_head_lists_the_supported_ones(digits_root, tmp_path):
     cfg = digits_cfg(digits_root, str(tmp_path))
-    cfg.custom_hooks = [dict(type='GALHook', head='neck')]
+    cfg.default_hooks.gal = dict(type='GALHook', head='neck')
     with pytest.raises(ValueError, match=r'no GAL adapter supports the head '
                        r'GlobalAveragePooling; supported heads: ClsHead '
                        r'\(and subclasses\), LinearClsHead'):
@@ -208,7 +209,7 @@ def test_unsupported_head_lists_the_supported_ones(digits_root, tmp_path):
 
 def test_missing_head_path_is_a_clear_error(digits_root, tmp_path):
     cfg = digits_cfg(digits_root, str(tmp_path))
-    cfg.custom_hooks = [dict(type='GALHook', head='head.classifier')]
+    cfg.default_hooks.gal = dict(type='GALHook', head='head.classifier')
     with pytest.raises(ValueError, match="has no 'head.classifier' \\(no "
                        "attribute 'classifier'\\)"):
         train(cfg)
@@ -216,7 +217,7 @@ def test_missing_head_path_is_a_clear_error(digits_root, tmp_path):
 
 def test_dim_mismatch_is_a_clear_error(digits_root, tmp_path):
     cfg = digits_cfg(digits_root, str(tmp_path))
-    cfg.custom_hooks = [dict(type='GALHook', dim=7)]
+    cfg.default_hooks.gal = dict(type='GALHook', dim=7)
     with pytest.raises(ValueError, match=r"z's last dimension must equal the "
                        r"adjuster's dim \(7\), got z of shape \(32, 10\)"):
         train(cfg)
@@ -267,8 +268,35 @@ def test_a_run_without_gal_steps_logs_no_gal_scalars_after_resume(
 
 def test_galhook_listed_twice_is_refused(digits_root, tmp_path):
     cfg = digits_cfg(digits_root, str(tmp_path))
-    cfg.custom_hooks = [dict(type='GALHook'), dict(type='GALHook')]
+    # The config has it in default_hooks; once more in custom_hooks.
+    cfg.custom_hooks = [dict(type='GALHook')]
     with pytest.raises(ValueError, match='GALHook is registered 2 times'):
+        train(cfg)
+
+
+def test_a_head_without_num_classes_gets_an_adjuster_sized_to_its_output(
+        digits_root, tmp_path):
+    """ClsHead declares no num_classes: the adjuster is built on the first
+    GAL step, for the logits' size (here the 64 pooled features that
+    ClsHead reads as logits)."""
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.model.head = dict(type='ClsHead',
+                          loss=dict(type='CrossEntropyLoss', loss_weight=1.0))
+    runner = train(cfg)
+    wrapper = runner.optim_wrapper
+    assert wrapper.adjuster.dim == 64
+    initial = wrapper._initial_adjuster.state_dict()
+    assert any(not torch.equal(v, initial[k])
+               for k, v in wrapper.adjuster.state_dict().items())
+    ckpt = torch.load(str(tmp_path / 'epoch_1.pth'))
+    assert ckpt['optimizer']['gal']['dim'] == 64
+
+
+def test_a_galhook_below_the_logger_is_refused(digits_root, tmp_path):
+    cfg = digits_cfg(digits_root, str(tmp_path))
+    cfg.default_hooks.gal = dict(type='GALHook', priority='LOW')
+    with pytest.raises(ValueError, match=r"GALHook: priority='LOW' runs "
+                       r"after the LoggerHook \('BELOW_NORMAL'\)"):
         train(cfg)
 
 

@@ -19,7 +19,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DETR_DIR = osp.join(REPO, 'configs', 'mmdet', 'detr')
 GAL_LINES = dict(
     custom_imports=dict(imports=['mmgal'], allow_failed_imports=False),
-    custom_hooks=[dict(type='GALHook')])
+    default_hooks=dict(gal=dict(type='GALHook')))
 GAL_KEYS = ('gal/remainder', 'gal/adopt_rate', 'gal/cos_sim',
             'gal/nonfinite')
 
@@ -72,17 +72,19 @@ def test_detr_gal_checkpoint_loads_in_the_plain_config_without_mmgal(
     runner = Runner.from_cfg(cfg)
     runner.train()
     state = runner.model.state_dict()
+    # The plain config, shrunk the same way here, read as a file there.
+    plain_cfg = shrink_detector(
+        Config.fromfile(osp.join(DETR_DIR, 'detr_r50_8xb2-150e_coco.py')),
+        root, ann, str(tmp_path))
+    plain_cfg.dump(str(tmp_path / 'plain_cfg.py'))
     code = f'''
 import sys, torch
-sys.path.insert(0, {osp.join(REPO, 'tests')!r})
-from mm_helpers import shrink_detector
 from mmengine.config import Config
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 register_all_modules()
-cfg = shrink_detector(Config.fromfile(
-    {osp.join(DETR_DIR, 'detr_r50_8xb2-150e_coco.py')!r}), {root!r},
-    {ann!r}, {str(tmp_path)!r})
+cfg = Config.fromfile({str(tmp_path / 'plain_cfg.py')!r})
+assert 'mmgal' not in str(cfg.to_dict())
 model = MODELS.build(cfg.model)
 ckpt = torch.load({str(tmp_path / 'epoch_1.pth')!r}, weights_only=False)
 model.load_state_dict(ckpt['state_dict'], strict=True)

@@ -33,7 +33,7 @@ def test_dist_train_sh_trains_one_model_with_one_adjuster_on_cpu(
         f'_base_ = {DIGITS_GAL!r}\n'
         "custom_imports = dict(imports=['mmgal', 'dist_probe'], "
         'allow_failed_imports=False)\n'
-        "custom_hooks = [dict(type='GALHook'), dict(type='RankProbeHook')]\n")
+        "custom_hooks = [dict(type='RankProbeHook')]\n")
     work_dir = tmp_path / 'work'
     env = dict(os.environ, PORT=str(free_port()),
                # The interpreter running the tests (its venv), as `python`

@@ -7,4 +7,6 @@ _base_ = './detr_r50_8xb2-150e_coco.py'
 custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
 optim_wrapper = dict(
     type='GALOptimWrapper', sigma=0.01, gamma=1.0, arch=(64, 16))
-custom_hooks = [dict(type='GALHook')]
+# A dict entry: merged with the base's default_hooks, so the base's
+# custom_hooks (EMAHook, ...) stay as they are.
+default_hooks = dict(gal=dict(type='GALHook'))

@@ -6,4 +6,6 @@ _base_ = './efficientnet-b1_1xb320-adabound_cifar10.py'
 custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
 optim_wrapper = dict(
     type='GALOptimWrapper', sigma=0.01, gamma=10.0, arch=(100, 32, 16))
-custom_hooks = [dict(type='GALHook')]
+# A dict entry: merged with the base's default_hooks, so the base's
+# custom_hooks (EMAHook, ...) stay as they are.
+default_hooks = dict(gal=dict(type='GALHook'))

@@ -6,8 +6,6 @@ _base_ = './resnet50_8xb100-rmsprop_in1k.py'
 custom_imports = dict(imports=['mmgal'], allow_failed_imports=False)
 optim_wrapper = dict(
     type='GALOptimWrapper', sigma=0.001, gamma=0.001, arch=(512, 128))
-# custom_hooks is replaced, not merged: keep the base's EMAHook.
-custom_hooks = [
-    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
-    dict(type='GALHook'),
-]
+# A dict entry: merged with the base's default_hooks, so the base's
+# custom_hooks (its EMAHook) stay as they are.
+default_hooks = dict(gal=dict(type='GALHook'))
