@@ -20,7 +20,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmgal.core import NORMALIZATIONS, OBJECTIVES, REMAINDERS  # noqa: E402
 from mmgal.regression import (DATASETS, PROTOCOLS, format_table,  # noqa: E402
-                              make_protocol, run_dataset)
+                              load_dataset, make_protocol, run_dataset)
 from mmgal.regression.experiment import to_csv_rows  # noqa: E402
 
 
@@ -73,7 +73,12 @@ def parse_args(argv=None):
                    'california_housing.csv (default: $MMGAL_DATA_ROOT, '
                    'else ./data)')
     p.add_argument('--california-source', default='raw',
-                   choices=('raw', 'sklearn'))
+                   choices=('raw', 'sklearn'),
+                   help="'raw' (default): the CSV under --data-root; "
+                   "'sklearn': scikit-learn's fetch_california_housing, "
+                   'whose cache (cal_housing_py3.pkz) is a joblib pickle '
+                   'that runs code when loaded: use it only where you '
+                   'trust that file')
     p.add_argument('--out', default='work_dirs/regression',
                    help='folder for results.json and results.csv')
     p.add_argument('--no-progress', action='store_true')
@@ -82,6 +87,12 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.runs < 2:
+        p.error(f'--runs must be >= 2: the table compares the arms with a '
+                f't-test, which needs two runs per arm, got {args.runs}')
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        p.error(f'--out {args.out!r} is a file; give a folder for '
+                'results.json, results.csv and results.md')
     try:
         args.proto = make_protocol(
             args.protocol,
@@ -99,6 +110,15 @@ def main(argv=None):
     args = parse_args(argv)
     names = DATASETS if args.dataset == 'all' else (args.dataset, )
     proto = args.proto
+    # Every dataset is read (and its faults named) before any training.
+    for name in names:
+        try:
+            load_dataset(name, args.data_root, **(
+                {'source': args.california_source}
+                if name == 'california' else {}))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f'tools/regression.py: {err}') from None
+    os.makedirs(args.out, exist_ok=True)
     bar = None
     if not args.no_progress:
         from tqdm import tqdm

@@ -30,7 +30,14 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmgal  # noqa: E402,F401
-from mmgal.utils import enable_amp, prepare_cpu_distributed  # noqa: E402
+from mmgal.utils import (check_checkpoint_file, enable_amp,  # noqa: E402
+                         prepare_cpu_distributed)
+from mmgal.utils.data_check import check_image_folders  # noqa: E402
+from mmgal.utils.file_backend import ATOMIC_BACKEND  # noqa: E402
+
+# Where the config sets no timeout for collectives: a stalled rank stops
+# the others after this long instead of torch's 30 minutes.
+DEFAULT_DIST_TIMEOUT = 600
 
 
 def parse_args(argv=None):
@@ -67,6 +74,11 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--no-data-check',
+        action='store_true',
+        help='skip the check of image-folder datasets for class folders '
+        'without images and empty image files')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -130,9 +142,50 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def add_safeguards(cfg: Config) -> Config:
+    """What this script adds to any config: ``TrainingGuardHook`` (no code
+    from checkpoints runs; a diverged run stops without losing its finite
+    checkpoints) unless the config lists its own, whole-or-nothing
+    checkpoint writes where the config names no file backend, and a
+    collective timeout for distributed runs where the config sets none."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'TrainingGuardHook'
+               for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='TrainingGuardHook')]
+    ckpt = cfg.get('default_hooks', {}).get('checkpoint')
+    if isinstance(ckpt, dict) and ckpt.get('backend_args') is None and \
+            ckpt.get('file_client_args') is None and \
+            '://' not in str(ckpt.get('out_dir', '')):
+        ckpt['backend_args'] = dict(backend=ATOMIC_BACKEND)
+    if cfg.get('launcher', 'none') != 'none':
+        env_cfg = cfg.setdefault('env_cfg', {})
+        dist_cfg = env_cfg.setdefault('dist_cfg', {})
+        dist_cfg.setdefault('timeout', DEFAULT_DIST_TIMEOUT)
+    return cfg
+
+
+def check_inputs(cfg: Config, args) -> None:
+    """Name a bad checkpoint or image folder before the run starts
+    (mmengine would fail later, with a bare EOFError or mid-epoch)."""
+    path = cfg.get('load_from')
+    if path is None and cfg.get('resume') is True:
+        from mmengine.runner import find_latest_checkpoint
+        path = find_latest_checkpoint(cfg.work_dir) if osp.isdir(
+            cfg.work_dir) else None
+    if path is not None:
+        check_checkpoint_file(path, '--resume' if cfg.get('resume') else
+                              'load_from')
+    if not args.no_data_check:
+        check_image_folders(cfg)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = add_safeguards(merge_args(Config.fromfile(args.config), args))
+    try:
+        check_inputs(cfg, args)
+    except ValueError as err:
+        raise SystemExit(f'tools/train.py: {err}') from None
     prepare_cpu_distributed(cfg)  # gloo where there is no CUDA
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
         RUNNERS.build(cfg)

@@ -112,6 +112,19 @@ def build_adapter(head: nn.Module,
     if adapter is not None:
         cfg = dict(type=adapter) if not isinstance(adapter, dict) else dict(
             adapter)
+        klass = GAL_ADAPTERS.get(cfg['type']) if isinstance(
+            cfg['type'], str) else cfg['type']
+        if klass is None:
+            raise KeyError(f"{cfg['type']!r} is not in the GAL_ADAPTERS "
+                           f'registry; registered: '
+                           f'{sorted(GAL_ADAPTERS.module_dict)}')
+        if klass.supported_heads and adapter_class_for(head,
+                                                       [klass]) is None:
+            raise ValueError(
+                f'GALHook: adapter {klass.__name__} does not support the head '
+                f'{type(head).__name__}; it supports '
+                f"{', '.join(klass.supported_heads)}. Leave adapter=None to "
+                'pick the adapter by the head\'s class.')
         cfg['head'] = head
         return GAL_ADAPTERS.build(cfg)
     candidate = adapter_class_for(head)

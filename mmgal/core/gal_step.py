@@ -299,12 +299,18 @@ def _finite(terms: _Terms, lr) -> Tensor:
     return finite
 
 
+def _unit_rows(x: Tensor) -> Tensor:
+    """x's rows scaled to unit length, through its largest entry first:
+    |x|^2 (and |g| * |a|) can overflow float32 where the direction is
+    fine."""
+    tiny = torch.finfo(x.dtype).tiny
+    x = x / x.abs().amax(-1, keepdim=True).clamp_min(tiny)
+    return x / _rownorm(x).clamp_min(_EPS)
+
+
 def _cosine(g: Tensor, a: Tensor) -> Tensor:
-    """Row-wise cosine of g and a, each row normalised before the product
-    (|g| * |a| can overflow float32 where the cosine is fine)."""
-    gn = g / _rownorm(g).clamp_min(_EPS)
-    an = a / _rownorm(a).clamp_min(_EPS)
-    return (gn * an).sum(-1)
+    """Row-wise cosine of g and a, overflow-free (see _unit_rows)."""
+    return (_unit_rows(g) * _unit_rows(a)).sum(-1)
 
 
 def _decide(loss: Tensor, terms: _Terms, finite: Tensor, g: Tensor,

@@ -1,3 +1,4 @@
+import logging
 from typing import Optional, Union
 
 from mmengine.hooks import Hook
@@ -8,6 +9,7 @@ from mmengine.registry import HOOKS
 
 from mmgal.adapters import (BaseGALAdapter, build_adapter,
                             find_supported_heads, supported_heads)
+from mmgal.utils.checkpoint import strip_executable_meta
 from .gal_optim_wrapper import GALOptimWrapper
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
@@ -104,6 +106,7 @@ class GALHook(Hook):
         self.interval = interval
         self.adapter: Optional[BaseGALAdapter] = None
         self._wrapper: Optional[GALOptimWrapper] = None
+        self._warned_nonfinite = False
 
     def _find_head(self, model):
         if self.head is None:
@@ -220,13 +223,26 @@ class GALHook(Hook):
         if self._logs_at(runner, batch_idx):
             # resumed=False: GAL scalars are never saved in a checkpoint,
             # so a run that resumes one logs only what its own steps give.
-            for key, value in self._wrapper.pop_gal_stats().items():
+            stats = self._wrapper.pop_gal_stats()
+            for key, value in stats.items():
                 runner.message_hub.update_scalar(
                     f'{GAL_SCALAR_PREFIX}{key}', value, resumed=False)
+            if stats.get('nonfinite', 0) > 0 and not self._warned_nonfinite:
+                self._warned_nonfinite = True
+                print_log(
+                    f'GAL: {int(stats["nonfinite"])} GAL step(s) up to '
+                    f'iteration {runner.iter + 1} had a non-finite '
+                    'gradient, adjustment or tentative loss; each used the '
+                    'vanilla gradient and left the adjuster untouched '
+                    '(gal/nonfinite counts them per interval).',
+                    logger='current', level=logging.WARNING)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Checkpoints written before GAL scalars were kept out of them.
         drop_gal_scalars(checkpoint)
+        # Runs before Runner.resume reads meta['config'] (Python text it
+        # would execute): GAL configs are safe with the stock scripts too.
+        strip_executable_meta(checkpoint)
 
     def after_run(self, runner) -> None:
         if self.adapter is not None:

@@ -50,16 +50,30 @@ def _raw_file(name: str, data_root: Optional[str]) -> str:
     return path
 
 
+# Fewer rows cannot give a train, validation and test part of >= 2 rows.
+MIN_ROWS = 10
+
+
 def _read_table(path: str, columns: int, skiprows: int = 0,
                 delimiter: Optional[str] = None) -> np.ndarray:
-    """A numeric table of exactly ``columns`` columns; errors name the
-    file (and the line, where numpy says it)."""
+    """A numeric table of exactly ``columns`` columns and at least
+    ``MIN_ROWS`` rows; errors name the file (and the line, where numpy
+    says it)."""
+    import warnings
     try:
-        raw = np.loadtxt(path, delimiter=delimiter, skiprows=skiprows,
-                         dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            # numpy warns on an empty file; the error below says it.
+            warnings.simplefilter('ignore', UserWarning)
+            raw = np.loadtxt(path, delimiter=delimiter, skiprows=skiprows,
+                             dtype=np.float64, ndmin=2)
     except ValueError as err:
         raise ValueError(f'{path}: cannot read it as a numeric table of '
                          f'{columns} columns: {err}') from None
+    if raw.shape[0] < MIN_ROWS:
+        raise ValueError(f'{path}: {raw.shape[0]} data row(s); a train/test '
+                         f'split needs at least {MIN_ROWS}' +
+                         (' (the file has a header only, or nothing)'
+                          if raw.shape[0] == 0 else ''))
     if raw.shape[1] != columns:
         raise ValueError(f'{path}: expected {columns} columns, got '
                          f'{raw.shape[1]} (no column is ignored silently)')
@@ -129,6 +143,9 @@ def load_california(data_root: Optional[str] = None,
         data_root (str, optional): Folder holding ``california_housing.csv``.
         source (str): ``'raw'`` (the CSV) or ``'sklearn'``
             (``fetch_california_housing``, needs the network or its cache).
+            scikit-learn's cache (``cal_housing_py3.pkz``) is a joblib
+            pickle, which runs code when loaded: use it only where you
+            trust that file; ``'raw'`` reads a plain CSV.
     """
     if source == 'sklearn':
         from sklearn.datasets import fetch_california_housing

@@ -285,7 +285,8 @@ def fit_regressor(X: np.ndarray,
 
 def regression_metrics(y_true: np.ndarray,
                        y_pred: np.ndarray) -> Dict[str, float]:
-    """MAE, MSE and R^2 (coefficient of determination)."""
+    """MAE, MSE and R^2 (coefficient of determination; NaN where the
+    targets are all equal, where it is undefined)."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     err = y_pred - y_true
@@ -294,7 +295,7 @@ def regression_metrics(y_true: np.ndarray,
     return {
         'MAE': float(np.abs(err).mean()),
         'MSE': sse / len(y_true),
-        'R2': 1.0 - sse / sst,
+        'R2': 1.0 - sse / sst if sst > 0 else float('nan'),
     }
 
 

@@ -573,3 +573,14 @@ def test_work_dtype_is_checked():
     with pytest.raises(ValueError, match='dtype must be one of'):
         gal_step(torch.zeros(3, 2), lambda t: t.sum(), adj, 0.1, 0.1,
                  dtype=torch.float16)
+
+
+def test_cosine_of_huge_rows_is_finite_where_their_product_overflows():
+    """|g| * |a| overflows float32 (1e25 * 1e25); the rows' cosine is
+    still exact (each row is normalised before the product)."""
+    g = torch.tensor([[3e24, 4e24], [1e-30, 0.0]])
+    a = torch.tensor([[3e24, 4e24], [0.0, 2e-30]])
+    from mmgal.core.gal_step import _cosine
+    cos = _cosine(g, a)
+    assert torch.isfinite(cos).all()
+    torch.testing.assert_close(cos, torch.tensor([1.0, 0.0]))

@@ -139,3 +139,58 @@ def test_a_diverging_fit_writes_no_table(tmp_path, data_root):
     assert res.returncode != 0
     assert 'gave non-finite test metrics' in res.stderr
     assert not (out / 'results.md').exists()
+
+
+def test_one_run_is_refused_since_the_table_needs_a_t_test(tmp_path):
+    res, out = run_tool(tmp_path, '--dataset', 'diabetes', '--runs', '1')
+    assert res.returncode == 2
+    assert '--runs must be >= 2: the table compares the arms with a ' \
+        't-test' in res.stderr
+    assert not out.exists()
+
+
+def test_out_naming_a_file_is_refused_before_training(tmp_path):
+    target = tmp_path / 'results.txt'
+    target.write_text('keep me')
+    res = subprocess.run([sys.executable, TOOL, '--no-progress', '--dataset',
+                          'diabetes', '--out', str(target)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert 'is a file; give a folder' in res.stderr
+    assert target.read_text() == 'keep me'
+
+
+@pytest.mark.parametrize('name, content, match', [
+    ('california_housing.csv', ','.join(CALIFORNIA_COLUMNS) + '\n',
+     r'0 data row\(s\); a train/test split needs at least 10 \(the file '
+     r'has a header only'),
+    ('boston_housing.data', '', r'0 data row\(s\)'),
+    ('boston_housing.data', ' '.join(['1'] * 14) + '\n' +
+     ' '.join(['2'] * 14) + '\n', r'2 data row\(s\)'),
+])
+def test_files_without_enough_rows_are_named(tmp_path, name, content, match):
+    (tmp_path / name).write_text(content)
+    loader = load_california if name.startswith('california') else \
+        load_boston
+    with pytest.raises(ValueError, match=match):
+        loader(str(tmp_path))
+
+
+def test_a_missing_file_stops_dataset_all_before_any_training(tmp_path,
+                                                              data_root):
+    # boston present, california missing: nothing trains (the tool used to
+    # train boston and diabetes first).
+    shutil.copy(osp.join(data_root, 'boston_housing.data'), tmp_path)
+    res = subprocess.run(
+        [sys.executable, TOOL, '--no-progress', '--dataset', 'all',
+         '--data-root', str(tmp_path), '--out', str(tmp_path / 'out'),
+         '--epochs', '200'], capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "'california_housing.csv' not found" in res.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+def test_r2_of_constant_targets_is_nan_not_a_division_error():
+    from mmgal.regression import regression_metrics
+    m = regression_metrics(np.ones(3), np.array([1.0, 2.0, 0.5]))
+    assert np.isnan(m['R2']) and m['MAE'] == pytest.approx(0.5)

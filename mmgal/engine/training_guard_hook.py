@@ -1,0 +1,141 @@
+import logging
+import math
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+from mmgal.utils.checkpoint import strip_executable_meta
+
+DATA_BATCH = Optional[dict]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+
+@HOOKS.register_module()
+class TrainingGuardHook(Hook):
+    """Keeps a run from losing its good checkpoints, or running on silently,
+    when training diverges, and keeps code in a checkpoint from running.
+
+    ``tools/train.py`` registers it for every config (GAL or not):
+
+    - **Checkpoints hold no code that runs.** mmengine's ``Runner.resume``
+      executes ``checkpoint['meta']['config']`` (a Python text) as a
+      config; this hook removes it when the checkpoint is loaded, before
+      ``resume`` reads it, and says what it ignored.
+    - **A non-finite loss** (read from the MessageHub, where mmengine's
+      RuntimeInfoHook puts it every iteration: no extra host read) is
+      reported at its first iteration and, with ``stop=True``, stops the
+      run with a :class:`NonFiniteTrainingError` naming the iteration and
+      the last checkpoint with finite weights.
+    - **A checkpoint with non-finite weights** is not written with
+      ``stop=True`` (the run stops instead: mmengine's rotation has then
+      kept the last finite one). With ``stop=False`` it is written, and the
+      last finite checkpoint is taken out of ``max_keep_ckpts``' rotation
+      so that no later checkpoint deletes it.
+
+    Examples:
+        >>> # What tools/train.py adds; in a config, to keep training on:
+        >>> custom_hooks = [dict(type='TrainingGuardHook', stop=False)]
+
+    Args:
+        stop (bool): Stop at the first non-finite loss or before writing a
+            checkpoint with non-finite weights. Defaults to True.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, stop: bool = True):
+        if not isinstance(stop, bool):
+            raise ValueError(f'TrainingGuardHook: stop must be a bool, got '
+                             f'{stop!r}')
+        self.stop = stop
+        self._warned_loss = False
+        self._last_finite: Optional[int] = None
+
+    # -------------------------------------------------------------- load
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        strip_executable_meta(checkpoint)
+
+    # -------------------------------------------------------------- loss
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: DATA_BATCH = None,
+                         outputs: Optional[dict] = None) -> None:
+        hub = runner.message_hub
+        if 'train/loss' not in hub.log_scalars:
+            return
+        loss = hub.get_scalar('train/loss').current()
+        if math.isfinite(loss):
+            return
+        where = f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
+        last = self._last_checkpoint_text()
+        if not self._warned_loss:
+            self._warned_loss = True
+            print_log(
+                f'TrainingGuardHook: the training loss is {loss} at {where}'
+                f'; {last}.' + ('' if self.stop else ' Training goes on '
+                                '(stop=False).'),
+                logger='current', level=logging.ERROR)
+        if self.stop:
+            raise NonFiniteTrainingError(
+                f'training diverged: the loss is {loss} at {where}; {last}. '
+                'Lower the learning rate (or clip gradients) and resume from '
+                "that checkpoint; TrainingGuardHook(stop=False) trains on")
+
+    # -------------------------------------------------------- checkpoint
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('state_dict', {})
+        finite = all(bool(torch.isfinite(v).all()) for v in state.values()
+                     if torch.is_tensor(v) and v.is_floating_point())
+        step = self._step(checkpoint)
+        if finite:
+            self._last_finite = step
+            return
+        last = self._last_checkpoint_text()
+        if self.stop:
+            raise NonFiniteTrainingError(
+                f'the model weights are not finite at {self._unit()} {step}: '
+                f'this checkpoint is not written; {last}. Lower the learning '
+                'rate (or clip gradients) and resume from that checkpoint')
+        hook = self._checkpoint_hook(runner)
+        if hook is not None and self._last_finite in getattr(
+                hook, 'keep_ckpt_ids', ()):
+            hook.keep_ckpt_ids.remove(self._last_finite)
+            runner.message_hub.update_info('keep_ckpt_ids',
+                                           list(hook.keep_ckpt_ids))
+        print_log(
+            f'TrainingGuardHook: the model weights are not finite at '
+            f'{self._unit()} {step}; the checkpoint is written (stop=False)'
+            f' and the last finite one ({self._unit()} {self._last_finite})'
+            ' is kept out of max_keep_ckpts\' rotation.',
+            logger='current', level=logging.ERROR)
+
+    # ---------------------------------------------------------- helpers
+    def before_run(self, runner) -> None:
+        hook = self._checkpoint_hook(runner)
+        self._by_epoch = getattr(hook, 'by_epoch', True)
+
+    def _unit(self) -> str:
+        return 'epoch' if getattr(self, '_by_epoch', True) else 'iteration'
+
+    def _step(self, checkpoint: dict) -> int:
+        meta = checkpoint.get('meta', {})
+        return meta.get('epoch') if self._unit() == 'epoch' else meta.get(
+            'iter')
+
+    def _last_checkpoint_text(self) -> str:
+        if self._last_finite is None:
+            return 'no checkpoint with finite weights was written'
+        return (f'the last checkpoint with finite weights is '
+                f'{self._unit()} {self._last_finite}')
+
+    @staticmethod
+    def _checkpoint_hook(runner):
+        return next((h for h in runner.hooks
+                     if type(h).__name__ == 'CheckpointHook'), None)
