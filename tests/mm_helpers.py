@@ -148,3 +148,30 @@ def with_base(snippet: str, base: str) -> str:
     lines = snippet.splitlines()
     assert lines[0].startswith('_base_ = '), lines[0]
     return '\n'.join([f'_base_ = {base!r}'] + lines[1:]) + '\n'
+
+
+class RealGAL:
+    """The real GALOptimWrapper (policy 'le') as an adapter's gal_forward,
+    recording (z, loss_fn, GALOutput, kwargs) of each GAL step."""
+
+    def __init__(self, dim, sigma=0.3, lr=0.1, arch=(8, ), seed=1,
+                 **kwargs):
+        import torch
+        from mmgal.engine import GALOptimWrapper
+        self.wrapper = GALOptimWrapper(
+            torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=lr),
+            sigma=sigma, arch=arch, seed=seed, tentative_lr=lr, **kwargs)
+        self.wrapper.setup_adjuster(dim)
+        self.adjuster = self.wrapper.adjuster
+        self.calls = []
+        real = self.wrapper._gal_step
+
+        def recording(z, loss_fn, adjuster, **kw):
+            out = real(z, loss_fn, adjuster, **kw)
+            self.calls.append((z, loss_fn, out, kw))
+            return out
+
+        self.wrapper._gal_step = recording
+
+    def __call__(self, z, loss_fn, grouped=False):
+        return self.wrapper.gal_forward(z, loss_fn, grouped)

@@ -226,13 +226,19 @@ class DETRHeadAdapter(BaseGALAdapter):
                 captured['targets'] = get_targets(*args, **kwargs)
                 return captured['targets']
 
+            # Restore what was there (an instance attribute of the user's
+            # stays, the class's method shows through again).
+            own = vars(head).get('get_targets', _MISSING)
             head.get_targets = capturing_get_targets
             try:
                 loss_cls, loss_bbox, loss_iou = loss_single(
                     cls_scores, bbox_preds, batch_gt_instances,
                     batch_img_metas)
             finally:
-                del head.get_targets
+                if own is _MISSING:
+                    del head.get_targets
+                else:
+                    head.get_targets = own
             if not (torch.is_grad_enabled() and bbox_preds.requires_grad
                     and 'targets' in captured):
                 return loss_cls, loss_bbox, loss_iou
@@ -279,6 +285,9 @@ class DETRHeadAdapter(BaseGALAdapter):
                 del self.head.loss_by_feat
             self._installed = False
             self._factors.clear()
+
+
+_MISSING = object()
 
 
 class _Layer(NamedTuple):

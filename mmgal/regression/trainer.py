@@ -105,10 +105,12 @@ class GALSettings:
 @dataclass
 class TrainResult:
     """What :func:`fit_regressor` returns: the trained model, the epoch
-    whose weights it holds and per-epoch history."""
+    whose weights it holds, per-epoch history and, with GAL, the adjuster
+    as training left it."""
     model: nn.Module
     best_epoch: int
     history: Dict[str, list] = field(default_factory=dict)
+    adjuster: Optional[nn.Module] = None
 
 
 def _mse(model: nn.Module, X: Tensor, y: Tensor) -> float:
@@ -279,8 +281,8 @@ def fit_regressor(X: np.ndarray,
     model.eval()
     if val is not None and best[2] is not None:
         model.load_state_dict(best[2])
-        return TrainResult(model, best[1], history)
-    return TrainResult(model, epochs - 1, history)
+        return TrainResult(model, best[1], history, train_step.adjuster)
+    return TrainResult(model, epochs - 1, history, train_step.adjuster)
 
 
 def regression_metrics(y_true: np.ndarray,

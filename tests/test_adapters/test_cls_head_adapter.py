@@ -8,6 +8,8 @@ from mmpretrain.utils import register_all_modules
 import mmgal  # noqa: F401
 from mmgal.adapters import (GAL_ADAPTERS, BaseGALAdapter, ClsHeadAdapter,
                             build_adapter, supported_heads)
+from mm_helpers import RealGAL
+
 from mmgal.core import gal_step
 
 register_all_modules()
@@ -54,21 +56,15 @@ def samples(batch=4, soft=False, multi=False):
     return out
 
 
-class Recorder:
-    """A gal_forward that runs the real step and keeps its output."""
+class Recorder(RealGAL):
+    """The real wrapper (policy 'le') on 5 logits; calls hold (z, out)."""
 
     def __init__(self, sigma=0.3):
-        from mmgal.core import GradientAdjuster
-        self.adjuster = GradientAdjuster(5, (8, ))
-        self.sigma = sigma
-        self.calls = []
+        super().__init__(5, sigma=sigma)
 
-    def __call__(self, z, loss_fn):
-        out = gal_step(z, loss_fn, self.adjuster, 0.1, self.sigma,
-                       policy='always')
-        self.calls.append((z, out))
-        from mmgal.engine.gal_optim_wrapper import _InjectGrad
-        return _InjectGrad.apply(z, out.loss, out.grad)
+    @property
+    def outs(self):
+        return [(z, out) for z, _, out, _ in self.calls]
 
 
 @pytest.mark.parametrize('cfg', HEADS, ids=[h['type'] for h in HEADS])
@@ -88,7 +84,7 @@ def test_every_listed_head_gets_gal_with_the_same_loss_value(cfg):
     tapped = head.loss(feats, data)['loss']
     assert len(rec.calls) == 1
     assert torch.equal(tapped, plain)
-    z, out = rec.calls[0]
+    z, out = rec.outs[0]
     assert z.shape[-1] == 5
     # The model receives GAL's gradient on z.
     (gz, ) = torch.autograd.grad(tapped, z)
@@ -97,19 +93,78 @@ def test_every_listed_head_gets_gal_with_the_same_loss_value(cfg):
     assert not head.loss_module._forward_hooks
 
 
-def test_mixup_soft_targets_reach_the_tentative_loss():
-    head = MODELS.build(HEADS[0])
-    adapter = build_adapter(head)
-    rec = Recorder()
-    adapter.install(rec)
+def independent_loss(kind, z, data, weight=None):
+    """The head's loss written out from the targets (not through the
+    adapter or the loss module): what l(z) must be."""
+    import torch.nn.functional as F
+    B, C = z.shape
+    if kind == 'soft':
+        t = torch.stack([d.gt_score for d in data]).to(z.dtype)
+        return -(t * torch.log_softmax(z, -1)).sum(-1).mean()
+    if kind == 'multilabel':
+        t = torch.zeros(B, C, dtype=z.dtype)
+        for i, d in enumerate(data):
+            t[i, d.gt_label] = 1
+        # MMPretrain's BCE: summed over classes, averaged over the batch.
+        return F.binary_cross_entropy_with_logits(
+            z, t, reduction='none').sum() / B
+    y = torch.cat([d.gt_label for d in data])
+    if kind == 'smooth':
+        t = F.one_hot(y, C).to(z.dtype) * 0.9 + 0.1 / C
+        return -(t * torch.log_softmax(z, -1)).sum(-1).mean()
+    per = F.cross_entropy(z, y, reduction='none')
+    if kind == 'weighted':
+        per = per * weight.to(z.dtype)[y]
+    return per.sum() / B
+
+
+LOSS_CASES = {
+    'hard': (HEADS[0], {}, dict(type='CrossEntropyLoss')),
+    'weighted': (HEADS[0], {}, dict(type='CrossEntropyLoss',
+                                    class_weight=[1., 2., .5, 1., 3.])),
+    'smooth': (HEADS[0], {}, dict(type='LabelSmoothLoss',
+                                  label_smooth_val=0.1, num_classes=5)),
+    'soft': (HEADS[0], dict(soft=True), dict(type='CrossEntropyLoss',
+                                             use_soft=True)),
+    'multilabel': (HEADS[4], dict(multi=True), dict(
+        type='CrossEntropyLoss', use_sigmoid=True)),
+}
+
+
+@pytest.mark.parametrize('kind', list(LOSS_CASES))
+def test_the_tentative_loss_is_the_heads_own_loss_at_z_prime(kind):
+    """Through the real wrapper (policy 'le'): l, g, l' and R of the GAL
+    step equal the head's loss written out from the same targets, at z
+    and at z' = z - gamma * lr * g~ (g~ from that g and the adjuster),
+    with R checked against float64; a step that used other targets (or
+    another loss) is off by far more than the tolerance."""
+    head_cfg, sample_kw, loss_cfg = LOSS_CASES[kind]
+    head = MODELS.build(dict(head_cfg, loss=loss_cfg))
+    rec = Recorder(sigma=0.3)
+    build_adapter(head).install(rec)
+    torch.manual_seed(3)
     feats = (torch.randn(4, 8, requires_grad=True), )
-    data = samples(soft=True)
-    loss = head.loss(feats, data)['loss']
-    z, out = rec.calls[0]
-    target = torch.stack([d.gt_score for d in data])
-    expected = -(target * torch.log_softmax(z.detach(), -1)).sum(-1).mean()
-    torch.testing.assert_close(out.loss, expected)
-    torch.testing.assert_close(loss, expected)
+    data = samples(**sample_kw)
+    head.loss(feats, data)
+    (z, _, out, kw), = rec.calls
+    weight = torch.tensor(loss_cfg['class_weight']) if kind == 'weighted' \
+        else None
+    z64 = z.detach().double().requires_grad_(True)
+    loss = independent_loss(kind, z64, data, weight)
+    g, = torch.autograd.grad(loss, z64)
+    torch.testing.assert_close(out.loss.double(), loss.detach())
+    torch.testing.assert_close(out.vanilla_grad.double(), g)
+    a = rec.adjuster(z.detach()).double()
+    g_adj = g + 0.3 * a / a.norm(dim=-1, keepdim=True) * g.norm(
+        dim=-1, keepdim=True)
+    eta = kw['lr'] * kw['gamma']
+    with torch.no_grad():
+        moved = independent_loss(kind, z64 - eta * g_adj, data, weight)
+        rem = moved - loss + eta * (g_adj * g).sum()
+    torch.testing.assert_close(out.tentative_loss.double(), moved,
+                               rtol=1e-6, atol=0)
+    assert abs(float(out.remainder) - float(rem)) <= 1e-3 * abs(float(rem))
+    assert bool(out.adopted) == bool(moved <= loss)
 
 
 def test_conformer_head_gets_one_step_per_branch():
@@ -161,7 +216,8 @@ def test_unsupported_head_error_lists_supported_heads():
 
 @pytest.mark.parametrize('cfg', [
     dict(type='ClsHead'), dict(type='MultiLabelClsHead'),
-    dict(type='CSRAClsHead', num_classes=5, in_channels=8, num_heads=1),
+    dict(type='CSRAClsHead', num_classes=5, in_channels=8, num_heads=1,
+         lam=0.1),
     dict(type='LinearClsHead', num_classes=5, in_channels=8)])
 def test_out_dim_is_the_declared_size_or_none(cfg):
     head = MODELS.build(cfg)

@@ -8,10 +8,11 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
+from mm_helpers import RealGAL
+
 import mmgal  # noqa: F401
 from mmgal.adapters import DETRHeadAdapter, build_adapter
 from mmgal.core import GradientAdjuster, gal_step
-from mmgal.engine.gal_optim_wrapper import _InjectGrad
 
 register_all_modules()
 DETR_CFG = osp.join(
@@ -27,19 +28,16 @@ def mmdet_scope():
         yield
 
 
-class Recorder:
+class Recorder(RealGAL):
+    """The real wrapper (policy 'le', lr 1e-4) on boxes; ``steps`` holds
+    (z, GALOutput, loss_fn) of each GAL step."""
 
     def __init__(self, sigma=0.3):
-        torch.manual_seed(1)
-        self.adjuster = GradientAdjuster(4, (64, 16))
-        self.sigma = sigma
-        self.calls = []
+        super().__init__(4, sigma=sigma, lr=1e-4, arch=(64, 16))
 
-    def __call__(self, z, loss_fn, grouped=False):
-        out = gal_step(z, loss_fn, self.adjuster, 1e-4, self.sigma,
-                       policy='always', grouped=grouped)
-        self.calls.append((z, out, loss_fn))
-        return _InjectGrad.apply(z, out.loss.sum(), out.grad)
+    @property
+    def steps(self):
+        return [(z, out, loss_fn) for z, loss_fn, out, _ in self.calls]
 
 
 def detr_head():
@@ -112,13 +110,14 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     for k in plain:
         assert torch.equal(tapped[k], plain[k]), k
     (g_tapped, ) = torch.autograd.grad(sum(tapped.values()), boxes)
+    steps = rec.steps
     if batched:  # one grouped step: its groups are the layers
-        assert len(rec.calls) == 1 and rec.calls[0][0].shape == (6, 2, 10, 4)
-        z, out, _ = rec.calls[0]
-        rec.calls = [(z[i], type(out)(*(f[i] for f in out)), None)
-                     for i in range(6)]
-    assert len(rec.calls) == 6
-    for i, (z, out, loss_fn) in enumerate(rec.calls):
+        assert len(steps) == 1 and steps[0][0].shape == (6, 2, 10, 4)
+        z, out, _ = steps[0]
+        steps = [(z[i], type(out)(*(f[i] for f in out)), None)
+                 for i in range(6)]
+    assert len(steps) == 6
+    for i, (z, out, loss_fn) in enumerate(steps):
         assert z.shape == (2, 10, 4)
         # The tentative loss at z is the layer's L1 + GIoU, as logged.
         torch.testing.assert_close(
@@ -133,6 +132,61 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     assert 'loss_by_feat_single' not in vars(head)
     assert 'loss_by_feat' not in vars(head)
     assert 'get_targets' not in vars(head)
+
+
+@pytest.mark.parametrize('batched', [False, True])
+def test_each_layers_tentative_loss_is_the_heads_own_with_its_assignment(
+        batched):
+    """Through the real wrapper: each decoder layer's l' is the head's own
+    loss_by_feat_single (L1 + GIoU) at z' = z - lr * g~, with the
+    Hungarian assignment captured for that layer; g~ is formed here from
+    the head's own gradient and the adjuster."""
+    head = detr_head()
+    hidden, gts, metas = inputs()
+    cls, boxes = head(hidden)
+    cls, boxes = cls.detach(), boxes.detach().requires_grad_(True)
+    captured = []
+    orig_targets = head.get_targets
+    head.get_targets = lambda *a, **k: captured.append(
+        orig_targets(*a, **k)) or captured[-1]
+    adapter = build_adapter(head, dict(type='DETRHeadAdapter',
+                                       batched=batched))
+    rec = Recorder(sigma=0.3)
+    adapter.install(rec)
+    head.loss_by_feat(cls, boxes, gts, metas)
+    adapter.remove()
+    del head.get_targets
+    assert len(captured) == 6
+    steps = rec.steps
+    if batched:
+        (z, out, _), = steps
+        steps = [(z[i], type(out)(*(f[i] for f in out)), None)
+                 for i in range(6)]
+    lr = 1e-4
+
+    def own_loss(i, bp):
+        head.get_targets = lambda *a, **k: captured[i]
+        try:
+            _, l1, giou = type(head).loss_by_feat_single(
+                head, cls[i], bp, gts, metas)
+        finally:
+            del head.get_targets
+        return l1 + giou
+
+    for i, (z, out, _) in enumerate(steps):
+        zi = z.detach().clone().requires_grad_(True)
+        loss = own_loss(i, zi)
+        g, = torch.autograd.grad(loss, zi)
+        a = rec.adjuster(z.detach())
+        g_adj = g + 0.3 * a / a.norm(dim=-1, keepdim=True) * g.norm(
+            dim=-1, keepdim=True)
+        with torch.no_grad():
+            moved = own_loss(i, z.detach() - lr * g_adj)
+        torch.testing.assert_close(out.loss.float(), loss.detach())
+        torch.testing.assert_close(out.tentative_loss.float(), moved,
+                                   rtol=1e-5, atol=1e-6)
+        # The boxes' loss moves by far more than the tolerance.
+        assert abs(float(moved - loss)) > 1e-5
 
 
 @pytest.mark.parametrize('own_box_losses', [False, True])
@@ -234,7 +288,7 @@ def test_the_batched_loss_reads_no_tensor_value_on_the_host(monkeypatch):
     build_adapter(head).install(rec)
     head.loss_by_feat(cls.detach(), boxes.detach().requires_grad_(), gts,
                       metas)
-    (z, _, loss_fn), = rec.calls
+    (z, _, loss_fn), = rec.steps
     reads = []
     for name in ('__bool__', 'item', 'tolist', '__float__', '__int__'):
         orig = getattr(torch.Tensor, name)

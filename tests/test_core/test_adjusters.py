@@ -37,14 +37,30 @@ def test_every_kind_keeps_z_shape(kind):
     assert adj.dim == 10
 
 
-def test_cnn_adjuster_is_trained_by_gal_step():
+def test_cnn_adjuster_gets_the_gradient_of_its_objective():
+    """gal_step's gradient for a CNN adjuster equals autograd of
+    |R| / (eta |g~|)^2 (denominator detached) written out in float64."""
+    import copy
+    F = torch.nn.functional
     torch.manual_seed(0)
-    adj = CNNGradientAdjuster(10, (4, 4))
-    z = torch.randn(6, 10)
+    adj = CNNGradientAdjuster(10, (4, 4)).double()
+    ref = copy.deepcopy(adj)
+    z = torch.randn(6, 10, dtype=torch.float64)
     labels = torch.randint(0, 10, (6, ))
-    gal_step(z, lambda zz: torch.nn.functional.cross_entropy(zz, labels), adj,
-             0.1, 0.1)
-    assert all(p.grad is not None for p in adj.parameters())
+    gal_step(z, lambda zz: F.cross_entropy(zz, labels), adj, 0.1, 0.1)
+    zr = z.clone().requires_grad_(True)
+    loss = F.cross_entropy(zr, labels)
+    g, = torch.autograd.grad(loss, zr)
+    a = ref(z)
+    g_adj = g + 0.1 * a / a.norm(dim=1, keepdim=True) * g.norm(
+        dim=1, keepdim=True)
+    delta = -0.1 * g_adj
+    rem = F.cross_entropy(z + delta, labels) - loss.detach() - (g *
+                                                                delta).sum()
+    (rem.abs() / (delta.detach()**2).sum()).backward()
+    for p, q in zip(adj.parameters(), ref.parameters()):
+        assert q.grad.abs().max() > 1e-6
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-12)
 
 
 @pytest.mark.parametrize('kind', ['uniform', 'normal'])

@@ -86,7 +86,8 @@ def test_compiled_step_guards_non_finite_and_checks_its_inputs():
 
 def _count_host_reads(monkeypatch) -> list:
     reads = []
-    for name in ('__bool__', 'item', 'tolist'):
+    for name in ('__bool__', 'item', 'tolist', '__float__', '__int__',
+                 '__index__', 'numpy', 'cpu'):
         orig = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name,
                             lambda self, *a, _o=orig, _n=name, **k:

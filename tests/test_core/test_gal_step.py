@@ -300,11 +300,14 @@ def test_nonfinite_guard_returns_vanilla_and_spares_the_adjuster(where):
         assert torch.equal(p.grad, b)
 
 
-def test_finite_step_reports_nonfinite_false():
+def test_finite_step_reports_nonfinite_false_and_the_mean_row_cosine():
     z, t = make_batch()
-    out = gal_step(z, quadratic(t), LinearAdjuster(5), 0.1, 0.1)
+    adj = LinearAdjuster(5)
+    out = gal_step(z, quadratic(t), adj, 0.1, 0.1)
     assert not bool(out.nonfinite)
-    assert -1 <= float(out.cos_sim) <= 1
+    g, a = (z - t) / z.shape[0], adj(z).detach()
+    expected = F.cosine_similarity(g, a, dim=-1).mean()
+    torch.testing.assert_close(out.cos_sim, expected)
 
 
 def test_cos_sim_of_a_gradient_aligned_adjuster_is_one():
@@ -321,29 +324,27 @@ def test_cos_sim_of_a_gradient_aligned_adjuster_is_one():
                                torch.tensor(1.0, dtype=torch.float64))
 
 
-def test_no_host_sync_in_the_step():
-    # On CPU there is no device sync to observe; this guards the code path
-    # against Python conversions of tensor values instead.
-    z, t = make_batch()
-    torch_bool = torch.Tensor.__bool__
-    torch_item = torch.Tensor.item
+HOST_READS = ('__bool__', 'item', 'tolist', '__float__', '__int__',
+              '__index__', 'numpy', 'cpu')
+
+
+@pytest.mark.parametrize('exact', [False, True])
+def test_no_host_read_in_the_step(monkeypatch, exact):
+    """On CPU there is no device sync to observe; every way a tensor's
+    value reaches Python (the host reads a CUDA step would sync on) is
+    trapped, for the float64 path and the closed form."""
+    z, t = make_batch(dtype=torch.float32)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    loss_fn = cross_entropy_loss(labels) if exact else cross_entropy(labels)
+    adj = LinearAdjuster(5, torch.float32)
     seen = []
-
-    def trap(name, orig):
-
-        def f(self, *a, **k):
-            seen.append(name)
-            return orig(self, *a, **k)
-
-        return f
-
-    try:
-        torch.Tensor.__bool__ = trap('bool', torch_bool)
-        torch.Tensor.item = trap('item', torch_item)
-        gal_step(z, quadratic(t), LinearAdjuster(5), 0.1, 0.1)
-    finally:
-        torch.Tensor.__bool__ = torch_bool
-        torch.Tensor.item = torch_item
+    for name in HOST_READS:
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=orig, _n=name, **k:
+                            seen.append(_n) or _o(self, *a, **k))
+    gal_step(z, loss_fn, adj, 0.1, 0.1)
+    monkeypatch.undo()
     assert seen == []
 
 

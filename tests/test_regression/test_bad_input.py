@@ -81,7 +81,7 @@ def test_a_zero_denominator_row_is_named_with_file_and_line(
     with pytest.raises(ValueError, match=r'california_housing\.csv: line 6 '
                        r'\(data row 4\) gives a non-finite feature'):
         load_california(root)
-    res, out = run_tool(tmp_path, '--dataset', 'california', '--runs', '1',
+    res, out = run_tool(tmp_path, '--dataset', 'california', '--runs', '2',
                         '--epochs', '1', '--data-root', root)
     assert res.returncode != 0 and 'line 6' in res.stderr
     assert not (out / 'results.md').exists()
@@ -133,7 +133,7 @@ def test_sigma_zero_end_to_end_reports_ties(tmp_path):
 
 def test_a_diverging_fit_writes_no_table(tmp_path, data_root):
     shutil.copy(osp.join(data_root, 'boston_housing.data'), tmp_path)
-    res, out = run_tool(tmp_path, '--dataset', 'boston', '--runs', '1',
+    res, out = run_tool(tmp_path, '--dataset', 'boston', '--runs', '2',
                         '--epochs', '2', '--lr', '1e30', '--data-root',
                         str(tmp_path))
     assert res.returncode != 0

@@ -54,12 +54,28 @@ def test_table_wiring_puts_each_number_in_its_cell():
 
 
 def test_gal_fit_trains_the_adjuster_and_logs_adoption():
-    from mmgal.regression import load_diabetes
+    """With one output, normalize='auto' (over the batch) lets the
+    adjuster learn: its weights turn away from their initial direction
+    (with Eq. 4 per row they would not move at all)."""
+    import torch
+    from mmgal.core import build_adjuster
+    from mmgal.regression import MLPRegressor, load_diabetes
     X, y = load_diabetes()
+    X = (X - X.mean(0)) / X.std(0)
+    y = (y - y.mean()) / y.std()
     res = fit_regressor(X[:200], y[:200], (16, ), epochs=3, batch_size=50,
                         lr=1e-2, seed=0, gal=GALSettings(arch=(8, )))
+    torch.manual_seed(0)  # the model, then the adjuster: the initial one
+    MLPRegressor(X.shape[1], (16, ))
+    init = torch.cat([p.flatten() for p in build_adjuster(
+        'mlp', 1, (8, )).parameters()]).double()
+    now = torch.cat([p.detach().flatten()
+                     for p in res.adjuster.parameters()]).double()
+    cos = float(torch.nn.functional.cosine_similarity(now, init, dim=0))
+    assert (1 - cos**2)**0.5 > 1e-3
+    # 4 batches per epoch; adoption is the share of adopted steps.
     assert len(res.history['adopt_rate']) == 3
-    assert all(0 <= a <= 1 for a in res.history['adopt_rate'])
+    assert all(a * 4 == round(a * 4) for a in res.history['adopt_rate'])
     assert all(np.isfinite(res.history['remainder']))
 
 
@@ -104,8 +120,12 @@ def test_end_to_end_on_diabetes_is_deterministic():
     b = run_dataset('diabetes', proto, runs=2)
     assert a['per_run'] == b['per_run']
     assert set(a['summary']) == {'MAE', 'MSE', 'R2'}
-    for m in a['summary'].values():
-        assert np.isfinite(m['t']) and 0 <= m['p'] <= 1
+    from scipy import stats
+    for name, m in a['summary'].items():
+        t, p = stats.ttest_ind([r[name] for r in a['per_run']['baseline']],
+                               [r[name] for r in a['per_run']['gal']])
+        assert m['t'] == pytest.approx(float(t))
+        assert m['p'] == pytest.approx(float(p))
     # The runs differ from each other (different seeds and splits).
     assert a['per_run']['baseline'][0] != a['per_run']['baseline'][1]
 
@@ -146,7 +166,7 @@ def test_cli_writes_table_json_and_csv(tmp_path, data_root):
 
 def test_cli_missing_data_fails_with_the_file_named(tmp_path):
     cmd = [sys.executable, osp.join(REPO, 'tools', 'regression.py'),
-           '--dataset', 'boston', '--runs', '1', '--no-progress',
+           '--dataset', 'boston', '--runs', '2', '--no-progress',
            '--data-root', str(tmp_path), '--out', str(tmp_path / 'o')]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode != 0
