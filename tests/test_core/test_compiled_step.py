@@ -146,8 +146,8 @@ def test_a_compiled_call_with_the_adjusters_update_reads_nothing_on_host(
         s + 1 for s in steps_before]
 
 
-def _adam_twins(kind, **kwargs):
-    adj_c, adj_e = twin_adjusters(1, (16, 4))
+def _adam_twins(kind, dim=1, **kwargs):
+    adj_c, adj_e = twin_adjusters(dim, (16, 4))
     return (adj_c, kind(adj_c.parameters(), lr=1e-2, **kwargs), adj_e,
             kind(adj_e.parameters(), lr=1e-2, **kwargs))
 
@@ -164,21 +164,29 @@ def test_compiled_step_applies_the_adjusters_adam_update_in_its_graph(
     state, no ``.grad`` left, and after the first (eager) call the update
     is part of the one graph."""
     from torch._dynamo.utils import counters
+    from mmgal.core import cross_entropy_loss
     breaks = sum(counters['graph_break'].values())
-    adj_c, opt_c, adj_e, opt_e = _adam_twins(kind, **kwargs)
+    # d = 4: the adjuster's gradient (and so Adam's update) is of order
+    # one, far above the comparison's tolerance.
+    adj_c, opt_c, adj_e, opt_e = _adam_twins(kind, dim=4, **kwargs)
+    start = [p.detach().clone() for p in adj_c.parameters()]
     step = CompiledGALStep()
     gen = torch.Generator().manual_seed(3)
+
+    def ce(target):  # one code object, a new closure per call
+        return cross_entropy_loss(target)
+
     for it in range(4):
-        z = torch.randn(40, 1, generator=gen)
-        y = torch.randn(40, 1, generator=gen)
-        out_c = step(z, lambda t: F.mse_loss(t, y), adj_c, 1e-2, 0.1,
-                     optimizer=opt_c)
-        out_e = gal_step(z, lambda t: F.mse_loss(t, y), adj_e, 1e-2, 0.1)
+        z = torch.randn(40, 4, generator=gen)
+        y = torch.randint(0, 4, (40, ), generator=gen)
+        out_c = step(z, ce(y), adj_c, 1e-2, 0.1, optimizer=opt_c)
+        out_e = gal_step(z, ce(y), adj_e, 1e-2, 0.1)
         opt_e.step()
         opt_e.zero_grad(set_to_none=True)
         torch.testing.assert_close(out_c.grad, out_e.grad)
-        for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+        for p, q, p0 in zip(adj_c.parameters(), adj_e.parameters(), start):
             assert p.grad is None
+            assert (q - p0).abs().max() > 1e-3  # Adam moved it
             # float32 bias corrections in the graph, float64 in eager Adam
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
             for key, value in opt_e.state[q].items():
