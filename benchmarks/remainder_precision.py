@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Is GAL's remainder above the working precision? fp32 vs fp64, per task.
+"""Is GAL's remainder resolved? The release's float32 difference, the
+closed form and the float64 difference, per task, against float64's
+closed form.
 
-    python benchmarks/remainder_precision.py [--epochs 5] [--batches 50]
+    python benchmarks/remainder_precision.py --out docs/results/remainder_precision
 
 GAL's adjuster minimises |R| with R = l(z') - l(z) + eta <g~, g>, a
 second-order quantity (~ eta^2 g~'Hg~ / 2) computed as the difference of
@@ -37,46 +39,56 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from bench_env import header, pin_threads, record  # noqa: E402
 
 
-def measure(z, target, loss, adjuster, lr, sigma, batches, batch, gen):
-    """One GAL step per random batch in fp32 and fp64; the row's numbers."""
+def measure(z, target, loss, exact, adjuster, lr, sigma, batches, batch,
+            gen):
+    """One GAL step per random batch by each way of computing R, against
+    the float64 closed form; the row's numbers."""
     from mmgal.core import gal_step
-    adj64 = copy.deepcopy(adjuster).double()
-    r64, losses, agree, rel, rel64, adj_grad = [], [], 0, [], [], []
+    frozen = copy.deepcopy(adjuster).requires_grad_(False)
+    adj64 = copy.deepcopy(frozen).double()
+    ref_r, losses, agree, rel = [], [], 0, {'taylor': [], 'exact': [],
+                                           'float64': []}
+    adj_grad = []
     for _ in range(batches):
         idx = torch.randint(0, len(z), (batch, ), generator=gen)
         zb, tb = z[idx], target[idx]
-        o32 = gal_step(zb, lambda t: loss(t, tb), adjuster, lr, sigma)
         t64 = tb.double() if tb.is_floating_point() else tb
-        adj64.zero_grad(set_to_none=True)
-        o64 = gal_step(zb.double(), lambda t: loss(t, t64), adj64, lr,
-                       sigma)
+        ref = float(gal_step(zb.double(), exact(t64), adj64, lr,
+                             sigma).remainder)
+        got = {
+            # The release's way: the difference of two losses in float32.
+            'taylor': gal_step(zb, lambda t: loss(t, tb), frozen, lr, sigma,
+                               remainder='taylor'),
+            # The default for a closed form: float32.
+            'exact': gal_step(zb, exact(tb), frozen, lr, sigma),
+            # The default for a plain loss: the difference in float64.
+            'float64': gal_step(zb, lambda t: loss(t, tb), frozen, lr,
+                                sigma)}
+        for key, out in got.items():
+            rel[key].append(abs(float(out.remainder) - ref) /
+                            max(abs(ref), 1e-300))
+        agree += (float(got['taylor'].remainder) > 0) == (ref > 0)
+        adjuster.zero_grad(set_to_none=True)
+        gal_step(zb, exact(tb), adjuster, lr, sigma)
         adj_grad.append(max(float(q.grad.abs().max())
-                            for q in adj64.parameters()))
-        a, b = float(o32.remainder), float(o64.remainder)
-        if loss is F.mse_loss:
-            # MSE's remainder in closed form: lr^2 * mean(g~^2), no
-            # cancellation; how far the float64 step is from it.
-            exact = lr**2 * float((o64.grad**2).mean())
-            rel64.append(abs(b - exact) / exact)
-        r64.append(abs(b))
-        losses.append(abs(float(o64.loss)))
-        agree += (a > 0) == (b > 0)
-        rel.append(abs(a - b) / max(abs(b), 1e-300))
-    mr, ml = statistics.median(r64), statistics.median(losses)
+                            for q in adjuster.parameters()))
+        ref_r.append(abs(ref))
+        losses.append(abs(float(got['exact'].loss)))
+    mr, ml = statistics.median(ref_r), statistics.median(losses)
     spacing = float(np.spacing(np.float32(ml)))
     return dict(median_abs_R64=mr, median_loss=ml, fp32_spacing=spacing,
                 R_over_spacing=mr / spacing, sign_agreement=agree / batches,
-                median_rel_error_R32=statistics.median(rel),
-                median_rel_error_R64_vs_exact=statistics.median(rel64)
-                if rel64 else None,
-                median_adjuster_grad64=statistics.median(adj_grad))
-
+                **{f'median_rel_error_{k}': statistics.median(v)
+                   for k, v in rel.items()},
+                median_adjuster_grad=statistics.median(adj_grad))
 
 
 def regression_rows(args, gen):
-    from mmgal.core import build_adjuster
+    from mmgal.core import build_adjuster, mse_loss
     from mmgal.regression import (DATASETS, PAPER_MODELS, fit_regressor,
                                   load_dataset, make_protocol)
     from mmgal.regression.experiment import _Split
@@ -96,15 +108,15 @@ def regression_rows(args, gen):
         torch.manual_seed(0)
         adjuster = build_adjuster('mlp', 1, PAPER_MODELS[name]['arch'])
         rows[f'{name} (MSE, lr {proto.lr:g}, sigma {proto.sigma:g})'] = \
-            measure(z, target, F.mse_loss, adjuster, proto.lr, proto.sigma,
-                    args.batches, proto.batch_size, gen)
+            measure(z, target, F.mse_loss, mse_loss, adjuster, proto.lr,
+                    proto.sigma, args.batches, proto.batch_size, gen)
     return rows
 
 
 def digits_row(args, gen):
     from sklearn.datasets import load_digits
 
-    from mmgal.core import build_adjuster
+    from mmgal.core import build_adjuster, cross_entropy_loss
     X, y = load_digits(return_X_y=True)
     X = torch.as_tensor(X / 16.0, dtype=torch.float32)
     y = torch.as_tensor(y)
@@ -122,18 +134,25 @@ def digits_row(args, gen):
     torch.manual_seed(0)
     adjuster = build_adjuster('mlp', 10, (100, 32, 16))
     return {'digits (cross-entropy, lr 0.05, sigma 0.01)':
-            measure(z, y, F.cross_entropy, adjuster, 0.05, 0.01,
-                    args.batches, 32, gen)}
+            measure(z, y, F.cross_entropy, cross_entropy_loss, adjuster,
+                    0.05, 0.01, args.batches, 32, gen)}
+
+
+MOTION_SETTINGS = {
+    # name: GALSettings overrides
+    "release (Eq. 4 per row, |R|, float32 difference)":
+    dict(normalize='row', objective='abs', remainder='taylor'),
+    "Eq. 4 per row, this project's objective and exact R":
+    dict(normalize='row'),
+    "defaults (normalize='auto': over the batch for d = 1)": dict(),
+}
 
 
 def adjuster_motion(args):
     """Train California's regressor with GAL (the paper's model, adjuster,
     lr 1e-3, batch 200, sigma 0.1, standardised data) for
-    ``--train-steps`` steps per GAL dtype: how far the adjuster's weights
-    moved, and the share of rows with |g~| < |g| over the last 100
-    steps."""
-    import copy
-
+    ``--train-steps`` steps per setting: how far the adjuster's weights
+    moved (largest change, and their change beyond a common rescaling)."""
     from mmgal.regression import (GALSettings, MLPRegressor, PAPER_MODELS,
                                   RegressionStep, load_dataset)
     X, y = load_dataset('california', args.data_root)
@@ -141,25 +160,25 @@ def adjuster_motion(args):
     y = torch.as_tensor((y - y.mean()) / y.std(),
                         dtype=torch.float32).unsqueeze(-1)
     rows = {}
-    for dtype in (None, 'float64'):
+    for name, overrides in MOTION_SETTINGS.items():
         torch.manual_seed(0)
         step = RegressionStep(
             MLPRegressor(8, PAPER_MODELS['california']['hidden']), 1e-3,
             gal=GALSettings(sigma=0.1, arch=PAPER_MODELS['california'][
-                'arch'], gal_dtype=dtype))
+                'arch'], **overrides))
         before = copy.deepcopy(step.adjuster.state_dict())
         gen = torch.Generator().manual_seed(0)
-        shrunk = []
         for it in range(args.train_steps):
             idx = torch.randint(0, len(X), (200, ), generator=gen)
-            _, out = step(X[idx], y[idx])
-            if it >= args.train_steps - 100:
-                shrunk.append(float(
-                    (out.grad.abs() < out.vanilla_grad.abs()).float().mean()))
-        moved = max(float((step.adjuster.state_dict()[k] - v).abs().max())
+            step(X[idx], y[idx])
+        after = step.adjuster.state_dict()
+        moved = max(float((after[k] - v).abs().max())
                     for k, v in before.items())
-        rows[dtype or 'float32'] = dict(max_weight_change=moved,
-                                        shrunk_share=statistics.mean(shrunk))
+        w0 = torch.cat([v.flatten() for v in before.values()]).double()
+        w1 = torch.cat([v.flatten() for v in after.values()]).double()
+        cos = float(F.cosine_similarity(w0, w1, dim=0))
+        rows[name] = dict(max_weight_change=moved,
+                          drift=max(0.0, 1 - cos * cos)**0.5)
     return rows
 
 
@@ -173,34 +192,55 @@ def main(argv=None):
     p.add_argument('--train-steps', type=int, default=2000,
                    help='GAL steps of the California adjuster-motion check '
                    '(default 2000; 0 skips it)')
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch threads (default 1; results depend on it)')
+    p.add_argument('--out', help='write results.json and results.md here')
     args = p.parse_args(argv)
+    pin_threads(args.threads)
+    meta = record('benchmarks/remainder_precision.py', argv, seeds=[0])
     gen = torch.Generator().manual_seed(0)
     rows = regression_rows(args, gen)
     rows.update(digits_row(args, gen))
-    print(f'torch {torch.__version__}; {args.epochs} epochs of training, '
-          f'then {args.batches} batches\n')
-    print('| task | median abs R (fp64) | median loss | fp32 spacing at '
-          'the loss | R / spacing | sign of R agrees (fp32 vs fp64) | '
-          'median rel. error of R (fp32) | rel. error of R (fp64) vs the '
-          'closed form (MSE) | largest adjuster gradient (fp64, median) |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    lines = [header(meta), '',
+             f'{args.epochs} epochs of training, then {args.batches} '
+             'batches; R by each method against the float64 closed form:',
+             '',
+             '| task | median abs R | median loss | fp32 spacing at the '
+             'loss | R / spacing | sign of fp32 difference right | median '
+             'rel. error: fp32 difference (release) | fp32 closed form '
+             '(default) | fp64 difference (default, plain loss) | largest '
+             'adjuster gradient (default, median) |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for name, r in rows.items():
-        print(f'| {name} | {r["median_abs_R64"]:.2e} | '
-              f'{r["median_loss"]:.3g} | {r["fp32_spacing"]:.1e} | '
-              f'{r["R_over_spacing"]:.2g} | {r["sign_agreement"]:.0%} | '
-              f'{r["median_rel_error_R32"]:.2g} | ' +
-              ('-' if r['median_rel_error_R64_vs_exact'] is None else
-               f'{r["median_rel_error_R64_vs_exact"]:.1e}') +
-              f' | {r["median_adjuster_grad64"]:.1e} |')
+        lines.append(
+            f'| {name} | {r["median_abs_R64"]:.2e} | '
+            f'{r["median_loss"]:.3g} | {r["fp32_spacing"]:.1e} | '
+            f'{r["R_over_spacing"]:.2g} | {r["sign_agreement"]:.0%} | '
+            f'{r["median_rel_error_taylor"]:.2g} | '
+            f'{r["median_rel_error_exact"]:.1e} | '
+            f'{r["median_rel_error_float64"]:.1e} | '
+            f'{r["median_adjuster_grad"]:.1e} |')
     if args.train_steps > 0:
         motion = adjuster_motion(args)
-        print(f'\nCalifornia, {args.train_steps} GAL training steps (d = 1):'
-              '\n\n| GAL dtype | largest change of an adjuster weight | '
-              'rows with abs(g~) < abs(g), last 100 steps |\n|---|---|---|')
+        lines += ['', f'California, {args.train_steps} GAL training steps '
+                  '(d = 1):', '',
+                  '| setting | largest change of an adjuster weight | '
+                  'change beyond a rescaling (sine to the initial '
+                  'weights) |', '|---|---|---|']
         for name, r in motion.items():
-            print(f'| {name} | {r["max_weight_change"]:.3g} | '
-                  f'{r["shrunk_share"]:.1%} |')
+            lines.append(f'| {name} | {r["max_weight_change"]:.3g} | '
+                         f'{r["drift"]:.3g} |')
         rows['adjuster_motion'] = motion
+    text = '\n'.join(lines)
+    print(text)
+    if args.out:
+        import json
+        import os
+        os.makedirs(args.out, exist_ok=True)
+        with open(osp.join(args.out, 'results.json'), 'w') as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        with open(osp.join(args.out, 'results.md'), 'w') as f:
+            f.write(text + '\n')
     return rows
 
 

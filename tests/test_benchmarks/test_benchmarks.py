@@ -16,17 +16,24 @@ import overhead  # noqa: E402
 import toy3d  # noqa: E402
 
 
-def test_toy_problem_runs_both_arms_and_plots(tmp_path):
-    res = toy3d.main(['--steps', '5', '--out', str(tmp_path)])
-    for (name, start, arm), r in res.items():
-        assert len(r['path']) == 6 and math.isfinite(r['final'])
-        if arm == 'GAL':
-            assert 0 <= r['adopt_rate'] <= 1
-    assert res[('GD', 0, 'GAL')]['path'] != res[('GD', 0, 'baseline')][
+def test_toy_problem_runs_both_arms_over_seeds_and_reproduces(tmp_path):
+    args = ['--steps', '5', '--seeds', '2', '--out', str(tmp_path)]
+    res = toy3d.main(args)
+    assert len(res[('GD', 0, 'baseline')]['path']) == 6
+    # Adjuster seeds give different GAL paths; GAL differs from plain GD.
+    assert res[('GD', 0, 'GAL0')]['path'] != res[('GD', 0, 'GAL1')]['path']
+    assert res[('GD', 0, 'GAL0')]['path'] != res[('GD', 0, 'baseline')][
         'path']
     for s in (0, 1):
         assert (tmp_path / f'toy3d_paths_start{s}.png').stat().st_size > 0
-        assert (tmp_path / f'toy3d_loss_start{s}.png').stat().st_size > 0
+    table = (tmp_path / 'table.md').read_text()
+    assert '| GD | 0.1 | (0.5, 0.5) |' in table
+    # The recorded command reproduces the table.
+    toy3d.main(args)
+    assert (tmp_path / 'table.md').read_text() == table
+    meta = json.loads((tmp_path / 'toy3d.json').read_text())['meta']
+    assert meta['command'].endswith(' '.join(args))
+    assert meta['threads'] == 1 and meta['seeds'] == [0, 1]
 
 
 def test_toy_function_matches_the_paper_formula():
@@ -109,7 +116,10 @@ def test_bad_inputs_get_errors_and_only_the_expected_cases_pass(
 def test_overhead_memory_child_reports_peak_rss():
     res = overhead.memory_case('mlp', 'cpu', False, 1, 0, 128)
     for arm in ('baseline', 'gal'):
-        assert res[arm]['peak'] > 10 * 2**20
+        # The child's own peak: above what it held before its steps.
+        assert res[arm]['peak'] >= res[arm]['above_start'] >= 0
+    # GAL on a small MLP costs little memory (each arm is its own process).
+    assert abs(res['gal']['peak'] - res['baseline']['peak']) < 200 * 2**20
 
 
 def write_log(path, rows):
@@ -170,16 +180,23 @@ def test_gpu_session_script_writes_a_summary_and_one_archive(tmp_path):
     assert bad.returncode == 2 and 'usage:' in bad.stderr
 
 
-def test_remainder_precision_compares_fp32_with_fp64(capsys, data_root):
+def test_remainder_precision_compares_the_methods_and_reproduces(
+        data_root, tmp_path):
     import remainder_precision
-    rows = remainder_precision.main(['--epochs', '1', '--batches', '5',
-                                     '--data-root', data_root,
-                                     '--train-steps', '120'])
+    args = ['--epochs', '1', '--batches', '5', '--data-root', data_root,
+            '--train-steps', '40', '--out', str(tmp_path)]
+    rows = remainder_precision.main(args)
     motion = rows.pop('adjuster_motion')
-    assert set(motion) == {'float32', 'float64'}
-    assert all(0 <= r['shrunk_share'] <= 1 for r in motion.values())
     assert len(rows) == 4 and any(k.startswith('digits') for k in rows)
     for r in rows.values():
-        assert 0 <= r['sign_agreement'] <= 1
-        assert r['fp32_spacing'] > 0 and r['median_abs_R64'] > 0
-    assert '| R / spacing |' in capsys.readouterr().out
+        # The closed form in float32 is accurate; the release's float32
+        # difference is not, on these tasks.
+        assert r['median_rel_error_exact'] < 1e-5
+        assert r['median_rel_error_taylor'] > 100 * r[
+            'median_rel_error_exact']
+    release, row_norm, default = motion.values()
+    assert release['max_weight_change'] == 0
+    assert default['drift'] > 10 * row_norm['drift']
+    table = (tmp_path / 'results.md').read_text()
+    remainder_precision.main(args)
+    assert (tmp_path / 'results.md').read_text() == table
