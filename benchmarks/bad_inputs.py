@@ -46,6 +46,56 @@ RUN_ELSEWHERE = [
      "'tie' for MAE, MSE and R2",
      'tests/test_regression/test_bad_input.py::'
      'test_sigma_zero_end_to_end_reports_ties'),
+    ("a checkpoint whose meta['config'] is Python code, to tools/train.py "
+     '--resume', "nothing runs; logged: ignored the checkpoint's "
+     "meta['config'] (str, N characters): mmengine would execute it; "
+     'training goes on', 'tests/test_tools/test_faults.py::'
+     'test_a_checkpoint_cannot_run_code_on_resume'),
+    ('the lr x1e7 at epoch 3, max_keep_ckpts=2',
+     'NonFiniteTrainingError: training diverged: the loss is nan at '
+     'iteration N (epoch E); the last checkpoint with finite weights is '
+     'epoch K (kept); exit 1', 'tests/test_tools/test_faults.py::'
+     'test_a_diverging_run_stops_naming_the_iteration_and_keeps_its_'
+     'checkpoint'),
+    ("the same with custom_hooks=[dict(type='TrainingGuardHook', "
+     'stop=False)]', 'trains on; one error logged at the first non-finite '
+     'loss, GAL warns of its non-finite steps; the last finite checkpoint '
+     "is kept out of max_keep_ckpts' rotation",
+     'tests/test_tools/test_faults.py::'
+     'test_with_stop_off_the_last_finite_checkpoint_survives_the_rotation'),
+    ('SIGSTOP one rank of dist_train.sh CONFIG 2',
+     'the other rank fails its collective after env_cfg.dist_cfg.timeout '
+     '(tools/train.py: 600 s where the config sets none; 20 s in the '
+     'test), the run ends non-zero', 'tests/test_tools/test_faults.py::'
+     'test_a_stalled_rank_stops_the_run_after_the_timeout'),
+    ("GALHook with priority='LOW' (after the LoggerHook)",
+     "ValueError: GALHook: priority='LOW' runs after the LoggerHook "
+     "('BELOW_NORMAL') ...", 'tests/test_engine/test_gal_hook.py::'
+     'test_a_galhook_below_the_logger_is_refused'),
+    ('a 0-byte or truncated checkpoint to --resume or load_from',
+     'exit: tools/train.py: --resume: checkpoint PATH is empty (0 bytes) '
+     '... / is not a complete torch checkpoint ...',
+     'tests/test_tools/test_faults.py::'
+     'test_an_empty_or_truncated_checkpoint_is_named_before_training'),
+    ('an empty class folder, or a 0-byte PNG, in an image-folder dataset',
+     'exit before training: train_dataloader.dataset: 1 class folder(s) '
+     'hold no image: PATH ... / 1 empty (0-byte) image file(s): PATH',
+     'tests/test_tools/test_faults.py::'
+     'test_image_folder_faults_are_named_before_training'),
+    ('a checkpoint written onto a full disk', 'OSError; the previous '
+     'file stays whole (written to a temporary name, then renamed)',
+     'tests/test_tools/test_faults.py::'
+     'test_a_full_disk_leaves_the_previous_checkpoint_whole'),
+    ('tools/regression.py --runs 1', 'exit 2: --runs must be >= 2: the '
+     'table compares the arms with a t-test ...',
+     'tests/test_regression/test_bad_input.py'),
+    ('tools/regression.py --out FILE', 'exit 2 before training: --out '
+     "'FILE' is a file; give a folder ...",
+     'tests/test_regression/test_bad_input.py'),
+    ('tools/regression.py --dataset all with california_housing.csv '
+     'missing', "exit before any training: regression data file "
+     "'california_housing.csv' not found ...",
+     'tests/test_regression/test_bad_input.py'),
 ]
 
 
@@ -121,13 +171,74 @@ def cases(data_root: str, tmp: str):
                                **kw) and None
 
     for kw in (dict(adjuster_lr_ratio=float('nan')),
-               dict(adjuster_lr_ratio=float('inf')),
-               dict(tentative_lr=float('inf')),
+               dict(adjuster_optimizer='model',
+                    adjuster_lr_ratio=float('inf')),
+               dict(adjuster_lr_ratio=0.5),
+               dict(adjuster_optimizer=dict(type='Adam', lr=1e-3),
+                    adjuster_lr_ratio=0.5),
+               dict(tentative_lr=0), dict(tentative_lr=float('inf')),
                dict(tentative_lr=float('nan')), dict(loss_scale=0),
                dict(loss_scale=-1), dict(enabled='False'),
-               dict(sigma=0.9), dict(fast='graph')):
+               dict(seed=2**70), dict(sigma=0.9), dict(fast='graph'),
+               dict(remainder='closed'), dict(normalize='layer')):
         text = ', '.join(f'{k}={v!r}' for k, v in kw.items())
         yield 'GALOptimWrapper', text, lambda kw=kw: wrapper(**kw)
+
+    def built(**kw):
+        w = GALOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
+                            arch=(8, ), **kw)
+        w.setup_adjuster(4)
+
+    yield ('GALOptimWrapper', "adjuster_optimizer=dict(type='Adam', "
+           'betas=0.9)', lambda: built(adjuster_optimizer=dict(
+               type='Adam', betas=0.9)))
+
+    def detr_adapter_on_a_classifier():
+        from mmgal.adapters import build_adapter
+        from mmpretrain.registry import MODELS
+        head = MODELS.build(dict(type='mmpretrain.LinearClsHead',
+                                 num_classes=4, in_channels=8))
+        build_adapter(head, 'DETRHeadAdapter')
+
+    yield ('GALHook', "adapter='DETRHeadAdapter' on a classification head",
+           detr_adapter_on_a_classifier)
+
+    def checkpoint_file(content):
+        from mmgal.utils import check_checkpoint_file
+        path = osp.join(tmp, 'epoch_1.pth')
+        with open(path, 'wb') as f:
+            f.write(content)
+        return lambda: check_checkpoint_file(path, '--resume')
+
+    yield ('tools/train.py', 'a 0-byte checkpoint to --resume',
+           checkpoint_file(b''))
+    yield ('tools/train.py', 'a truncated checkpoint to --resume',
+           checkpoint_file(b'PK\x03\x04 cut'))
+
+    def crafted_meta():
+        from mmgal.utils import strip_executable_meta
+        ckpt = dict(meta=dict(config="__import__('os').system('id')",
+                              epoch=1))
+        strip_executable_meta(ckpt)
+        return sorted(ckpt['meta'])
+
+    yield ('checkpoint', "meta['config'] holding Python code (on load)",
+           crafted_meta)
+
+    def image_folder(kind):
+        from mmgal.utils.data_check import check_image_folder
+        root = osp.join(tmp, f'folder_{kind}', 'train')
+        for label in ('0', '1'):
+            os.makedirs(osp.join(root, label))
+            if kind == 'empty_class' and label == '1':
+                continue
+            with open(osp.join(root, label, 'a.png'), 'wb') as f:
+                f.write(b'' if kind == 'zero_byte' else b'\x89PNG')
+        return lambda: check_image_folder(root, 'train_dataloader.dataset')
+
+    yield ('tools/train.py', 'an empty class folder',
+           image_folder('empty_class'))
+    yield ('tools/train.py', 'a 0-byte PNG', image_folder('zero_byte'))
 
     def trained(**kw):
         w = GALOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
@@ -195,6 +306,20 @@ def cases(data_root: str, tmp: str):
         return load_boston(folder) and None
 
     yield 'regression', 'Boston file with nan in line 3', boston_nan
+    yield ('regression', 'California CSV with the header only',
+           california(lambda ls: ls[:1], 'header'))
+
+    def boston(rows, name):
+        folder = osp.join(tmp, name)
+        os.makedirs(folder)
+        lines = open(osp.join(data_root, 'boston_housing.data')).read(
+        ).splitlines()[:rows]
+        with open(osp.join(folder, 'boston_housing.data'), 'w') as f:
+            f.write('\n'.join(lines) + ('\n' if lines else ''))
+        return lambda: load_boston(folder) and None
+
+    yield 'regression', 'an empty Boston file', boston(0, 'empty')
+    yield 'regression', 'a 2-row Boston file', boston(2, 'two')
 
     digits = osp.join(tmp, 'digits')
     yield 'datasets', 'make_digits_images(DIR)', \

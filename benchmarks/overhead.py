@@ -48,6 +48,7 @@ import time
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CASES = ('resnet18', 'detr', 'mlp')
@@ -281,6 +282,41 @@ def count_syncs(step, device: str, iters: int) -> float:
     return count[0] / iters
 
 
+# The CPU targets of docs/results/overhead.md (GAL / baseline time).
+TARGETS = {'resnet18': 1.02, 'detr': 1.02, 'mlp': 1.5}
+
+
+def ratio_interval(times: dict, level: float = 0.95, resamples: int = 10000
+                   ) -> tuple:
+    """The median of the per-repeat ratios GAL / baseline (each repeat
+    times both arms back to back) and a bootstrap percentile interval of
+    that median over the repeats (fixed seed: reproducible)."""
+    import random
+    ratios = [g / b for g, b in zip(times['gal'], times['baseline'])]
+    med = statistics.median(ratios)
+    if len(ratios) < 3:
+        return med, float('nan'), float('nan')
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios)))
+                  for _ in range(resamples))
+    lo = meds[int((1 - level) / 2 * resamples)]
+    hi = meds[int((1 + level) / 2 * resamples) - 1]
+    return med, lo, hi
+
+
+def verdict(case: str, lo: float, hi: float) -> str:
+    """The target's verdict by the interval: met when all of it is at or
+    below the target, missed when all of it is above, else open."""
+    target = TARGETS.get(case)
+    if target is None or lo != lo:
+        return '-'
+    if hi <= target:
+        return f'<= {target} (met)'
+    if lo > target:
+        return f'> {target} (missed)'
+    return f'{target} inside the interval (open)'
+
+
 def memory_case(case, device, amp, iters, warmup, detr_size):
     """Peak memory per arm (bytes)."""
     if device.startswith('cuda'):
@@ -400,13 +436,16 @@ def main(argv=None):
           f'({per_case}), arms interleaved\n')
     sync_kind = ('host-device syncs' if args.device.startswith('cuda') else
                  'host reads')
-    print('| case | baseline ms/iter | GAL ms/iter | time ratio | '
+    print('| case | baseline ms/iter | GAL ms/iter | time ratio (median '
+          'of paired repeats) | 95% interval | CPU target | '
           'baseline peak mem | GAL peak mem | mem ratio | GAL - baseline | '
           f'baseline {sync_kind}/iter | GAL {sync_kind}/iter | '
           'added by GAL |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
         b, g = row['median_s']['baseline'], row['median_s']['gal']
+        med, lo, hi = ratio_interval(row['times_s'])
+        row['ratio'] = dict(median=med, low=lo, high=hi)
         if row['memory']:
             mb, mg = row['memory']['baseline'], row['memory']['gal']
             mem = (f'{mb["peak"] / 2**20:.1f} MiB | '
@@ -418,13 +457,17 @@ def main(argv=None):
         sy = row['syncs']
         sync = (f'{sy["baseline"]:g} | {sy["gal"]:g} | '
                 f'{sy["gal"] - sy["baseline"]:+g}') if sy else '- | - | -'
+        target = verdict(row['case'], lo, hi) if args.device == 'cpu' \
+            else '-'
         print(f'| {row["case"]} | {b * 1e3:.2f} | {g * 1e3:.2f} | '
-              f'{g / b:.3f} | {mem} | {sync} |')
+              f'{med:.3f} | {lo:.3f}-{hi:.3f} | {target} | {mem} | {sync} |')
     if args.out:
+        from bench_env import record
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
-            json.dump(dict(machine=machine, args=vars(args), rows=rows), f,
-                      indent=2)
+            json.dump(dict(machine=machine,
+                           meta=record('benchmarks/overhead.py', argv),
+                           args=vars(args), rows=rows), f, indent=2)
     return rows
 
 

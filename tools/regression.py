@@ -81,6 +81,9 @@ def parse_args(argv=None):
                    'trust that file')
     p.add_argument('--out', default='work_dirs/regression',
                    help='folder for results.json and results.csv')
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch threads (default 1: the numbers depend on '
+                   'it)')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
     for name in ('runs', 'epochs', 'batch_size'):
@@ -107,7 +110,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    import platform
+
+    import numpy as np
+    import torch
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    meta = dict(command=' '.join(['python tools/regression.py'] + list(
+        argv if argv is not None else sys.argv[1:])),
+                torch=torch.__version__, numpy=np.__version__,
+                python=platform.python_version(),
+                threads=torch.get_num_threads())
     names = DATASETS if args.dataset == 'all' else (args.dataset, )
     proto = args.proto
     # Every dataset is read (and its faults named) before any training.
@@ -161,7 +174,8 @@ def main(argv=None):
     print(table)
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, 'results.json'), 'w') as f:
-        json.dump(dict(args={k: v for k, v in vars(args).items()
+        json.dump(dict(meta=meta,
+                       args={k: v for k, v in vars(args).items()
                              if k != 'proto'},
                        seconds=elapsed, results=results), f, indent=2)
     rows = to_csv_rows(results)
@@ -170,7 +184,8 @@ def main(argv=None):
         w.writeheader()
         w.writerows(rows)
     with open(osp.join(args.out, 'results.md'), 'w') as f:
-        f.write(table + '\n')
+        f.write(f"`{meta['command']}` (torch {meta['torch']}, "
+                f"{meta['threads']} thread(s))\n\n" + table + '\n')
     print(f'\nwrote {args.out}/results.{{json,csv,md}}')
     return results
 

@@ -104,6 +104,7 @@ def test_bad_inputs_get_errors_and_only_the_expected_cases_pass(
     assert passed == {
         'sigma=np.float32(0.01)', 'sigma=0.9',
         'resume with adjuster_optimizer SGD -> Adam',
+        "meta['config'] holding Python code (on load)",
         'make_digits_images(DIR)', 'make_digits_images(DIR, seed=1) again'
     }
     warned = {what for _, what, got in rows if 'warning:' in got}
