@@ -166,6 +166,10 @@ def tiny_detector_config(cfg,
     cfg.work_dir = work_dir
     cfg.experiment_name = experiment_name or \
         f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}'
+    if cfg.get('visualizer'):
+        # MMDetection names its visualizer 'visualizer': a second run in
+        # one process would write its scalars into the first run's folder.
+        cfg.visualizer.name = cfg.experiment_name
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.log_level = 'WARNING'

@@ -468,6 +468,10 @@ class GALOptimWrapper(OptimWrapper):
         :meth:`setup_adjuster` built it already."""
         self._device = device
         self._head_params = list(head_params)
+        # Until the first GAL step finds the layer that outputs z: the
+        # head's group.
+        self._lr_group = self._group_of(
+            [p for p in self._head_params if p.requires_grad])
         self._lr_group_known = False
         self._prepared = True
 

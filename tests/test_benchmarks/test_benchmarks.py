@@ -51,7 +51,8 @@ def test_overhead_benchmark_prints_a_ratio_table(capsys):
     assert rows[0]['case'] == 'mlp'
     assert set(rows[0]['median_s']) == {'baseline', 'gal'}
     out = capsys.readouterr().out
-    assert '| case | baseline ms/iter | GAL ms/iter | time ratio |' in out
+    assert '| case | baseline ms/iter | GAL ms/iter | time ratio (median ' \
+        'of paired repeats) | 95% interval | CPU target |' in out
     assert '| mlp |' in out
 
 

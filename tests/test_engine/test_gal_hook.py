@@ -46,8 +46,8 @@ def test_gal_trains_logs_and_cleans_up(digits_root, tmp_path):
             assert key in row, key
         assert row['gal/nonfinite'] == 0
         # The exact remainder of cross-entropy is > 0, and readable.
-        assert row['gal/remainder'] > 1e-4
-        assert -12 < row['gal/log10_remainder'] < -2
+        assert 1e-6 < row['gal/remainder'] < 1
+        assert -20 < row['gal/log10_remainder'] < -2
     # It learns: its weights turn away from the initial ones.
     assert train_rows[-1]['gal/adjuster_drift'] > 1e-3
     assert any('accuracy/top1' in r for r in scalars)

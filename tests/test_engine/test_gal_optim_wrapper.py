@@ -267,7 +267,8 @@ def test_enabled_wrapper_without_hook_is_a_clear_error():
     model, wrapper = make()
     x, y = batch(0)
     with pytest.raises(RuntimeError, match="no GALHook has set up its "
-                       "adjuster: add dict\\(type='GALHook'\\)"):
+                       r"adjuster: add default_hooks = dict\(gal=dict\("
+                       r"type='GALHook'\)\)"):
         wrapper.update_params(F.cross_entropy(model(x), y))
 
 
