@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=1,
                    help='torch threads (default 1: results do not depend '
                    "on the machine's core count)")
+    p.add_argument('--data', default='data/adjuster_learning',
+                   help='where the digits images and tiny COCO set are '
+                   'written')
     p.add_argument('--out', default='work_dirs/adjuster_learning')
     return p.parse_args(argv)
 
@@ -110,7 +113,7 @@ def run_digits(setting: str, args) -> list:
     import mmgal  # noqa: F401
     from mmengine.config import Config
     from mmgal.datasets import make_digits_images
-    root = osp.join(args.out, 'data', 'digits')
+    root = osp.join(args.data, 'digits')
     make_digits_images(root)
     cfg = Config.fromfile(osp.join(
         REPO, 'configs', 'mmpretrain', 'digits',
@@ -132,7 +135,7 @@ def run_detr(setting: str, args) -> list:
     import mmgal  # noqa: F401
     from mmengine.config import Config
     from mmgal.datasets import make_tiny_coco, tiny_detector_config
-    root = osp.join(args.out, 'data', 'tiny_coco')
+    root = osp.join(args.data, 'tiny_coco')
     ann = make_tiny_coco(root, num_images=8)
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmdet', 'detr',
                                    'detr_r50_8xb2-150e-gal_coco.py'))

@@ -11,6 +11,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'benchmarks'))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 
+import adjuster_learning  # noqa: E402,F401
 import analyze_logs  # noqa: E402
 import overhead  # noqa: E402
 import toy3d  # noqa: E402
@@ -202,3 +203,38 @@ def test_remainder_precision_compares_the_methods_and_reproduces(
     table = (tmp_path / 'results.md').read_text()
     remainder_precision.main(args)
     assert (tmp_path / 'results.md').read_text() == table
+
+
+def test_mnist1d_quality_runs_its_arms_and_reproduces(tmp_path):
+    import mnist1d_quality
+    args = ['--seeds', '2', '--steps', '20', '--models', 'mlp',
+            '--optimizers', 'sgd', '--arms', 'baseline', 'gal', 'frozen',
+            '--jobs', '1']
+    rows = mnist1d_quality.main(args + ['--out', str(tmp_path / 'a')])
+    assert [r['arm'] for r in rows] == ['baseline', 'gal', 'frozen']
+    gal = next(r for r in rows if r['arm'] == 'gal')
+    assert 'vs_baseline' in gal and 'vs_frozen' in gal
+    again = mnist1d_quality.main(args + ['--out', str(tmp_path / 'b')])
+    assert [r['runs'] for r in again] == [r['runs'] for r in rows]
+    meta = json.loads((tmp_path / 'a' / 'results.json').read_text())
+    assert meta['torch_threads_per_run'] == 1
+    # A finished run is kept: the same command resumes without training.
+    kept = (tmp_path / 'a' / 'runs.jsonl').read_text()
+    mnist1d_quality.main(args + ['--out', str(tmp_path / 'a')])
+    assert (tmp_path / 'a' / 'runs.jsonl').read_text() == kept
+
+
+def test_adjuster_learning_shows_which_setting_moves_the_adjuster(tmp_path):
+    import adjuster_learning
+    res = adjuster_learning.main(['--tasks', 'mnist1d', '--steps', '40',
+                                  '--points', '3', '--out', str(tmp_path)])
+    # The release's setting under SGD: |R|'s gradient is O(lr^2), the
+    # weights barely move (below float32's resolution of most of them);
+    # the defaults move them by orders of magnitude more.
+    release = res['mnist1d/cnn/sgd/release']['trace'][-1]
+    default = res['mnist1d/cnn/sgd/gal']['trace'][-1]
+    assert release['drift'] < 1e-4
+    assert default['drift'] > 1e-3 and default['drift'] > 100 * release[
+        'drift']
+    assert '| step | drift | cos_init |' in (tmp_path / 'results.md'
+                                            ).read_text()
