@@ -113,7 +113,7 @@ def run_digits(setting: str, args) -> list:
     import mmgal  # noqa: F401
     from mmengine.config import Config
     from mmgal.datasets import make_digits_images
-    root = osp.join(args.data, 'digits')
+    root = osp.abspath(osp.join(args.data, 'digits'))
     make_digits_images(root)
     cfg = Config.fromfile(osp.join(
         REPO, 'configs', 'mmpretrain', 'digits',
@@ -135,7 +135,7 @@ def run_detr(setting: str, args) -> list:
     import mmgal  # noqa: F401
     from mmengine.config import Config
     from mmgal.datasets import make_tiny_coco, tiny_detector_config
-    root = osp.join(args.data, 'tiny_coco')
+    root = osp.abspath(osp.join(args.data, 'tiny_coco'))
     ann = make_tiny_coco(root, num_images=8)
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmdet', 'detr',
                                    'detr_r50_8xb2-150e-gal_coco.py'))
