@@ -35,7 +35,8 @@ class Mutant(NamedTuple):
 
 MUTANTS = (
     Mutant('cls-targets', "the classification adapter's tentative loss "
-           'uses the targets rolled by one', 'mmgal/adapters/cls_head_adapter.py',
+           'uses the targets rolled by one',
+           'mmgal/adapters/cls_head_adapter.py',
            'return module.forward(z_new, *args[1:], **kw)',
            'return module.forward(z_new, args[1].roll(1, 0), *args[2:], '
            '**kw)', ('tests/test_adapters/test_cls_head_adapter.py', )),

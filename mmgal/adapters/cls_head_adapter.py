@@ -71,9 +71,9 @@ class ClsHeadAdapter(BaseGALAdapter):
     (softmax or sigmoid; class weights, ``pos_weight``, label smoothing and
     soft targets included) GAL gets the remainder in closed form
     (:func:`exact_loss`); any other loss module runs GAL's loss
-    evaluations in float64. Accuracy is not recomputed. Heads that call the loss module
-    several times (``ConformerHead``, once per branch) get one GAL step per
-    call, all with the same adjuster.
+    evaluations in float64. Accuracy is not recomputed. Heads that call the
+    loss module several times (``ConformerHead``, once per branch) get one
+    GAL step per call, all with the same adjuster.
 
     Examples:
         >>> # Picked by the head's class; MMPretrain's ImageClassifier keeps

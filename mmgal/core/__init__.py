@@ -21,7 +21,8 @@ __all__ = [
     'mlog1pmx', 'mse_loss', 'softmax_remainder', 'softplus_remainder',
     'square_remainder', 'GradientAdjuster',
     'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster',
-    'check_arch', 'warn_if_unlearnable', 'CompiledGALStep', 'fast_optimizer', 'GALOutput',
+    'check_arch', 'warn_if_unlearnable', 'CompiledGALStep',
+    'fast_optimizer', 'GALOutput',
     'check_gal_args', 'check_count', 'check_real', 'check_step_args',
     'gal_step', 'is_real', 'WORK_DTYPES', 'dtype_from_name',
     'work_dtype', 'native_dtype'

@@ -877,4 +877,3 @@ class GALOptimWrapper(OptimWrapper):
                 f'{self.arch}, policy={self.policy}, '
                 f'remainder={self.remainder}, objective={self.objective}, '
                 f'normalize={self.normalize}, amp={self.use_amp}\n')
-

@@ -10,7 +10,6 @@ from mmgal.adapters import (GAL_ADAPTERS, BaseGALAdapter, ClsHeadAdapter,
                             build_adapter, supported_heads)
 from mm_helpers import RealGAL
 
-from mmgal.core import gal_step
 
 register_all_modules()
 

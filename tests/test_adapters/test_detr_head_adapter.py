@@ -12,7 +12,6 @@ from mm_helpers import RealGAL
 
 import mmgal  # noqa: F401
 from mmgal.adapters import DETRHeadAdapter, build_adapter
-from mmgal.core import GradientAdjuster, gal_step
 
 register_all_modules()
 DETR_CFG = osp.join(

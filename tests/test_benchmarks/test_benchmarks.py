@@ -11,7 +11,6 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'benchmarks'))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 
-import adjuster_learning  # noqa: E402,F401
 import analyze_logs  # noqa: E402
 import overhead  # noqa: E402
 import toy3d  # noqa: E402

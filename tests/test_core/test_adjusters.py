@@ -131,7 +131,6 @@ def test_batch_normalisation_gives_a_one_feature_adjuster_a_gradient(
     adjustment's per-sample profile depends on the adjuster; its gradient
     is that of |R| / (eta |g~|)^2 (checked against a float64 finite
     difference) and large against float32's resolution."""
-    import torch.nn.functional as F
     from mmgal.core import mse_loss
     torch.manual_seed(0)
     adj = build_adjuster('mlp', 1, (16, 4)).double()

@@ -2,7 +2,6 @@
 reference does; the eager mode is the reference loop, bit for bit."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmgal.core import build_adjuster, gal_step, mse_loss
 from mmgal.regression import (GALSettings, MLPRegressor, RegressionStep,
