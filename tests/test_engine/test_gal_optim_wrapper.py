@@ -639,3 +639,52 @@ def test_gal_dtype_float64_runs_gals_maths_in_float64():
         math.log10(float(ref.remainder.abs())))
     wrapper.update_params(loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize('optimizer', [
+    dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4),
+    dict(type='Lookahead', base_optimizer='SGD', lr=0.05, momentum=0.9,
+         k=5, alpha=0.8),
+    dict(type='AdaBound', lr=1e-3, final_lr=0.1),
+    dict(type='RMSprop', lr=0.016, eps=1e-3, weight_decay=1e-5),
+    dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
+    dict(type='Lamb', lr=1e-3)],
+    ids=lambda c: c['type'])
+def test_the_default_adjuster_learns_under_every_model_optimizer(
+        optimizer):
+    """The default (Adam, normalised objective) turns the adjuster's
+    weights away from their initial direction whatever trains the model,
+    and no weight decay is inherited; under the paper's setting with SGD
+    they do not turn."""
+    from mmengine.optim import build_optim_wrapper
+    if optimizer['type'] == 'Lamb':
+        pytest.importorskip('pytorch_optimizer')
+        from mmengine.registry import OPTIMIZERS
+        if OPTIMIZERS.get('Lamb') is None:
+            from pytorch_optimizer import Lamb
+            OPTIMIZERS.register_module(module=Lamb)
+
+    def drift(**kwargs):
+        torch.manual_seed(0)
+        model = nn.Linear(6, 4)
+        wrapper = build_optim_wrapper(model, dict(
+            type='GALOptimWrapper', optimizer=dict(optimizer), sigma=0.1,
+            arch=(8, ), **kwargs))
+        wrapper.setup_adjuster(4)
+        w0 = torch.cat([p.detach().flatten()
+                        for p in wrapper.adjuster.parameters()])
+        assert wrapper.adjuster_optimizer.param_groups[0].get(
+            'weight_decay', 0) == (0 if not kwargs else
+                                   optimizer.get('weight_decay', 0))
+        run_steps(model, wrapper, 20)
+        w1 = torch.cat([p.detach().flatten()
+                        for p in wrapper.adjuster.parameters()])
+        cos = float(F.cosine_similarity(w0.double(), w1.double(), dim=0))
+        return math.sqrt(max(0.0, 1 - cos**2))
+
+    default = drift()
+    assert default > 1e-3
+    if optimizer['type'] == 'SGD':
+        paper = drift(adjuster_optimizer='model', objective='abs',
+                      remainder='reference')
+        assert default > 10 * paper, (default, paper)
