@@ -9,8 +9,10 @@ dir / run dir holding one; the newest run is taken). Figures:
 
 - ``loss.png`` (the paper's Fig. 5): training loss per iteration and the
   validation metric per evaluation.
-- ``remainder.png`` (Fig. 6): ``gal/remainder`` (mean |R|) and
-  ``gal/cos_sim`` (cosine between g and the adjustment).
+- ``remainder.png`` (Fig. 6): ``gal/remainder`` (mean |R| / (eta |g~|)^2,
+  the curvature along the step; ``--keys gal/log10_remainder`` plots
+  log10 of the mean |R| itself) and ``gal/cos_sim`` (cosine between g and
+  the adjustment).
 - ``adopt_rate.png`` (Fig. 8b): ``gal/adopt_rate``, how often g~ beat g.
 
 ``--keys`` plots any other logged keys into ``custom.png``.
