@@ -175,7 +175,7 @@ def main(argv=None):
         rows = list(pool.map(check, mutants))
     lines = ['| mutant | breakage | caught by | seconds |',
              '|---|---|---|---|']
-    lines += [f"| {r['name']} | {r['what']} | "
+    lines += [f"| {r['name']} | {r['what'].replace('|', chr(92) + '|')} | "
               f"{r['by'] if r['caught'] else '**not caught**'} | "
               f"{r['seconds']:.0f} |" for r in rows]
     table = '\n'.join(lines)
