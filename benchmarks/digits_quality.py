@@ -44,7 +44,7 @@ OPTIMIZERS = {
 
 
 def run_one(config, seed, data_root, size, epochs, optimizer=None,
-            gal_overrides=None):
+            gal_overrides=None, train_size=None):
     """Train one config; return the final validation top-1 error (%)."""
     import mmgal  # noqa: F401
     from mmengine.config import Config
@@ -60,6 +60,8 @@ def run_one(config, seed, data_root, size, epochs, optimizer=None,
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
                                         interval=epochs, save_last=False)
     cfg.log_level = 'WARNING'
+    if train_size is not None:
+        cfg.train_dataloader.dataset.indices = train_size
     for name in ('train_dataloader', 'val_dataloader'):
         cfg[name].dataset.data_root = data_root
         for t in cfg[name].dataset.pipeline:
@@ -98,6 +100,12 @@ def main(argv=None):
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--size', type=int, default=32)
     p.add_argument('--ablation', action='store_true')
+    p.add_argument('--optimizers', nargs='+', default=list(OPTIMIZERS),
+                   choices=list(OPTIMIZERS),
+                   help='which optimiser rows (default: all three)')
+    p.add_argument('--train-size', type=int, default=None,
+                   help='use only the first N training images (default: '
+                   'all 1,437)')
     p.add_argument('--data-root', default='data/digits')
     p.add_argument('--threads', type=int, default=1,
                    help='torch threads (default 1: the results depend on '
@@ -118,7 +126,7 @@ def main(argv=None):
 
     def runs(config, **kw):
         return [run_one(config, s, args.data_root, args.size, args.epochs,
-                        **kw) for s in seeds]
+                        train_size=args.train_size, **kw) for s in seeds]
 
     if args.ablation:
         opt, _ = OPTIMIZERS['SGD']
@@ -131,7 +139,8 @@ def main(argv=None):
             print(f'{name}: {fmt(rows[-1])}', file=sys.stderr)
         table.append(('ablations (SGD, sigma 0.01 unless swept)', rows))
     else:
-        for opt_name, (opt, gal_settings) in OPTIMIZERS.items():
+        for opt_name in args.optimizers:
+            opt, gal_settings = OPTIMIZERS[opt_name]
             base = runs(base_cfg, optimizer=opt)
             gal = runs(gal_cfg, optimizer=opt, gal_overrides=gal_settings)
             rows = [summarize('baseline', base, base),

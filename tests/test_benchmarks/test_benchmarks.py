@@ -237,3 +237,18 @@ def test_adjuster_learning_shows_which_setting_moves_the_adjuster(tmp_path):
         'drift']
     assert '| step | drift | cos_init |' in (tmp_path / 'results.md'
                                             ).read_text()
+
+
+@pytest.mark.slow
+def test_digits_quality_reproduces_its_table(tmp_path):
+    import digits_quality
+    args = ['--seeds', '1', '--epochs', '1', '--size', '8',
+            '--optimizers', 'SGD', '--train-size', '64',
+            '--data-root', str(tmp_path / 'digits')]
+    first = digits_quality.main(args + ['--out', str(tmp_path / 'a')])
+    again = digits_quality.main(args + ['--out', str(tmp_path / 'b')])
+    assert [r['runs'] for _, rows in first for r in rows] == \
+        [r['runs'] for _, rows in again for r in rows]
+    meta = json.loads((tmp_path / 'a' / 'optimizers.json').read_text())[
+        'meta']
+    assert meta['threads'] == 1 and meta['seeds'] == [0]
