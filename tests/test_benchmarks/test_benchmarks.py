@@ -164,7 +164,9 @@ def test_gpu_session_script_writes_a_summary_and_one_archive(tmp_path):
     import os
     import subprocess
     import tarfile
-    env = dict(os.environ, DEVICE='cpu', CASES='mlp', PYTHON=sys.executable,
+    # A short mlp row (the flags ride along in CASES, as on the GPU).
+    env = dict(os.environ, DEVICE='cpu', PYTHON=sys.executable,
+               CASES='mlp --repeats 3 --warmup 1 --iters 20 --no-memory',
                OUT=str(tmp_path))
     script = osp.join(REPO, 'benchmarks', 'gpu_session.sh')
     res = subprocess.run(['bash', script, 'overhead', 'auto'], env=env,
