@@ -71,7 +71,8 @@ overhead)
         | tail -1; done; } >>"$SUMMARY"
     ;;
 profile)
-    run profile_step 300 "$PY" benchmarks/profile_step.py --device cuda
+    run profile_step 300 "$PY" benchmarks/profile_step.py --device cuda \
+        --out "$LOGS"
     ;;
 tests)
     run pytest 560 "$PY" -m pytest tests -q -p no:cacheprovider \

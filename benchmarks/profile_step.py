@@ -2,14 +2,17 @@
 """Where one GAL step's time goes, on the regression MLP's shapes.
 
     python benchmarks/profile_step.py [--device cpu|cuda] [--rows 200]
-        [--threads N] [--no-gc]
+        [--threads 1] [--no-gc] [--out docs/results/overhead]
 
-Times (median of 7 x 300 calls) the parts of GAL's per-iteration work on
+Times (median of 7 x ``--calls`` calls, default 300) the parts of GAL's per-iteration work on
 z of shape (rows, 1) with the California adjuster 1 -> 128 -> 2 -> 1, and
 prints torch.profiler's top operators for ``gal_step`` (CPU time; on CUDA
-also the kernel count).
+also the kernel count). With ``--out`` the tables, the command, torch's
+version and the thread count go to ``profile_step_<device>.{md,json}``.
 """
 import argparse
+import json
+import os
 import os.path as osp
 import statistics
 import sys
@@ -19,9 +22,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+LINES = []  # everything printed, for --out
+CALLS = 300  # calls per timed window (--calls)
 
 
-def bench(fn, device, n=300, repeats=7):
+def emit(text=''):
+    print(text)
+    LINES.append(text)
+
+
+def bench(fn, device, n=None, repeats=7):
+    n = n or CALLS
     for _ in range(30):
         fn()
     times = []
@@ -37,7 +50,7 @@ def bench(fn, device, n=300, repeats=7):
     return statistics.median(times) * 1e6
 
 
-def in_context(dev, rows, compiled_step, eager_step):
+def in_context(dev, rows, compiled_step, eager_step, results):
     """A GAL step alone vs right after the regression model's own step
     (8 -> 256 -> 64 -> 1, MSE, Adam): what the step costs in a training
     loop, where the model's step has just run through the caches."""
@@ -50,17 +63,20 @@ def in_context(dev, rows, compiled_step, eager_step):
     def model():
         model_step(x, y)
 
-    print('\nin context (model step, then a GAL step on other data):\n')
-    print('| part | us per call |\n|---|---|')
+    emit('\nin context (model step, then a GAL step on other data):\n')
+    emit('| part | us per call |\n|---|---|')
     base = bench(model, dev)
-    print(f'| model step alone | {base:.1f} |')
+    results['model step alone'] = base
+    emit(f'| model step alone | {base:.1f} |')
     for name, fn in (('CompiledGALStep(optimizer=Adam)', compiled_step),
                      ('gal_step (eager)', eager_step)):
         alone = bench(fn, dev)
         both = bench(lambda: (model(), fn()), dev)
-        print(f'| {name}: alone | {alone:.1f} |')
-        print(f'| model step + {name} | {both:.1f} (the step adds '
-              f'{both - base:.1f}) |')
+        results[f'{name}: alone'] = alone
+        results[f'model step + {name}'] = both
+        emit(f'| {name}: alone | {alone:.1f} |')
+        emit(f'| model step + {name} | {both:.1f} (the step adds '
+             f'{both - base:.1f}) |')
 
 
 def main(argv=None):
@@ -68,15 +84,25 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--device', default='cpu')
     p.add_argument('--rows', type=int, default=200)
-    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch threads (default 1, as benchmarks/overhead.py)')
     p.add_argument('--no-gc', action='store_true',
                    help="switch Python's garbage collector off")
+    p.add_argument('--calls', type=int, default=300,
+                   help='calls per timed window (median of 7 windows)')
+    p.add_argument('--out', default=None,
+                   help='folder for profile_step_<device>.md and .json')
     args = p.parse_args(argv)
+    from bench_env import header, pin_threads, record
     if args.no_gc:
         import gc
         gc.disable()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    global CALLS
+    CALLS = args.calls
+    pin_threads(args.threads)
+    meta = record('benchmarks/profile_step.py', argv)
+    LINES.clear()
+    emit(header(meta) + '\n')
     dev = args.device
     torch.manual_seed(0)
     adj = build_adjuster('mlp', 1, (128, 2)).to(dev)
@@ -129,12 +155,13 @@ def main(argv=None):
             rows.append((f'adjuster step, {name}', f'n/a ({err})'))
             continue
         rows.append((f'adjuster step, {name}', bench(opt.step, dev)))
-    print(f'device {dev}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads, z ({args.rows}, 1)\n')
-    print('| part | us per call |\n|---|---|')
+    emit(f'device {dev}, torch {torch.__version__}, '
+         f'{torch.get_num_threads()} threads, z ({args.rows}, 1)\n')
+    emit('| part | us per call |\n|---|---|')
     for name, us in rows:
-        print(f'| {name} | {us if isinstance(us, str) else f"{us:.1f}"} |')
-    in_context(dev, args.rows, compiled_step_and_update, step)
+        emit(f'| {name} | {us if isinstance(us, str) else f"{us:.1f}"} |')
+    context = {}
+    in_context(dev, args.rows, compiled_step_and_update, step, context)
 
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + (
@@ -143,14 +170,26 @@ def main(argv=None):
         for _ in range(50):
             step()
     events = prof.key_averages()
-    print('\nper gal_step (50 calls profiled): '
-          f'{sum(e.count for e in events if e.key.startswith("aten::")) / 50:.0f}'
-          ' aten operator calls')
+    aten = sum(e.count for e in events if e.key.startswith('aten::')) / 50
+    emit(f'\nper gal_step (50 calls profiled): {aten:.0f} aten operator calls')
+    kernels = None
     if dev == 'cuda':
         kernels = sum(e.count for e in events
                       if e.device_type.name == 'CUDA') / 50
-        print(f'{kernels:.0f} CUDA kernels per gal_step')
-    print(events.table(sort_by='self_cpu_time_total', row_limit=15))
+        emit(f'{kernels:.0f} CUDA kernels per gal_step')
+    emit('\n```\n' + events.table(sort_by='self_cpu_time_total',
+                                   row_limit=15) + '\n```')
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        stem = osp.join(args.out, f'profile_step_{dev}')
+        with open(stem + '.md', 'w') as f:
+            f.write('\n'.join(LINES) + '\n')
+        with open(stem + '.json', 'w') as f:
+            json.dump(dict(meta=meta, rows=args.rows, alone=dict(rows),
+                           in_context=context, aten_calls=aten,
+                           cuda_kernels=kernels), f, indent=1)
+        print(f'wrote {stem}.md and .json')
+    return dict(rows) | context
 
 
 if __name__ == '__main__':
