@@ -4,11 +4,12 @@
     python benchmarks/profile_step.py [--device cpu|cuda] [--rows 200]
         [--threads 1] [--no-gc] [--out docs/results/overhead]
 
-Times (median of 7 x ``--calls`` calls, default 300) the parts of GAL's per-iteration work on
-z of shape (rows, 1) with the California adjuster 1 -> 128 -> 2 -> 1, and
-prints torch.profiler's top operators for ``gal_step`` (CPU time; on CUDA
-also the kernel count). With ``--out`` the tables, the command, torch's
-version and the thread count go to ``profile_step_<device>.{md,json}``.
+Times (median of 7 x ``--calls`` calls, default 300) the parts of GAL's per-
+iteration work on z of shape (rows, 1) with the California adjuster 1 -> 128
+-> 2 -> 1, and prints torch.profiler's top operators for ``gal_step`` (CPU
+time; on CUDA also the kernel count). With ``--out`` the tables, the
+command, torch's version and the thread count go to
+``profile_step_<device>.{md,json}``.
 """
 import argparse
 import json
@@ -177,8 +178,8 @@ def main(argv=None):
         kernels = sum(e.count for e in events
                       if e.device_type.name == 'CUDA') / 50
         emit(f'{kernels:.0f} CUDA kernels per gal_step')
-    emit('\n```\n' + events.table(sort_by='self_cpu_time_total',
-                                   row_limit=15) + '\n```')
+    table = events.table(sort_by='self_cpu_time_total', row_limit=15)
+    emit('\n```\n' + table + '\n```')
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         stem = osp.join(args.out, f'profile_step_{dev}')
