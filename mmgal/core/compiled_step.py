@@ -247,10 +247,17 @@ class CompiledGALStep:
                 raise
             cause = getattr(err, 'inner_exception', None) or err
             first = (str(cause).strip().splitlines() or [''])[0]
+            hint = ''
+            if 'torchinductor' in first or 'TORCHINDUCTOR' in first:
+                # e.g. a compile killed mid-write leaves an empty .so there
+                hint = (". It names a file in torch's compile cache, "
+                        'which may be damaged (a compile killed while '
+                        'writing it): delete that file, or set '
+                        'TORCHINDUCTOR_CACHE_DIR to an empty folder')
             raise RuntimeError(
                 'CompiledGALStep: torch.compile could not build the GAL '
-                f'step ({type(cause).__name__}: {first}). The eager step '
-                "gives the same update: set fast='auto' "
+                f'step ({type(cause).__name__}: {first}){hint}. The eager '
+                "step gives the same update: set fast='auto' "
                 "(GALOptimWrapper) or fast='eager' (GALSettings)") from err
         if grads is not None:
             # Accumulated: the wrapper sums over micro-batches and groups.

@@ -251,6 +251,18 @@ def test_a_compiler_failure_says_which_setting_avoids_it():
     with pytest.raises(RuntimeError, match=r"could not build the GAL step "
                        r"\(.*no working C\+\+ compiler.*fast='auto'"):
         step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
+    # A damaged compile cache (a compile killed mid-write leaves an empty
+    # .so behind, which then fails every later load) is named as such.
+    def damaged_cache(gm, example_inputs):
+        raise ImportError('/tmp/torchinductor_root/hp/c.main.so: file too '
+                          'short')
+
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError, match=r"file too short\)\. It names "
+                       r"a file in torch's compile cache.*delete that file, "
+                       r"or set TORCHINDUCTOR_CACHE_DIR.*fast='auto'"):
+        CompiledGALStep(backend=damaged_cache)(
+            z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
     # A loss that fails on its own is not reworded.
     with pytest.raises(ValueError, match='mine'):
         step(z, lambda t: (_ for _ in ()).throw(ValueError('mine')), adj,
