@@ -105,6 +105,7 @@ def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
     adj, _ = twin_adjusters(10)
     z = torch.randn(16, 10)
     y = torch.randint(0, 10, (16, ))
+
     def ce(target):  # one code object, a new closure per call
         return lambda t: F.cross_entropy(t, target)
 
@@ -251,6 +252,7 @@ def test_a_compiler_failure_says_which_setting_avoids_it():
     with pytest.raises(RuntimeError, match=r"could not build the GAL step "
                        r"\(.*no working C\+\+ compiler.*fast='auto'"):
         step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
+
     # A damaged compile cache (a compile killed mid-write leaves an empty
     # .so behind, which then fails every later load) is named as such.
     def damaged_cache(gm, example_inputs):
