@@ -254,3 +254,24 @@ def test_digits_quality_reproduces_its_table(tmp_path):
     meta = json.loads((tmp_path / 'a' / 'optimizers.json').read_text())[
         'meta']
     assert meta['threads'] == 1 and meta['seeds'] == [0]
+
+
+def test_gal_share_times_the_wrappers_own_call_inside_the_step(tmp_path):
+    """benchmarks/gal_share.py: GAL's call is timed inside the GAL arm's
+    real step (one call per step, a share strictly between 0 and 1, the
+    wrapper's method restored afterwards) and its profile counted."""
+    import gal_share
+    from mmgal.engine.gal_optim_wrapper import GALOptimWrapper
+    method = GALOptimWrapper.gal_forward
+    out = tmp_path / 'share.json'
+    rows = gal_share.main(['--case', 'resnet18', '--steps', '2',
+                           '--warmup', '1', '--out', str(out)])
+    assert GALOptimWrapper.gal_forward is method
+    row, = rows
+    assert row['calls_per_step'] == 1
+    assert 0 < row['gal_forward_ms'] < row['step_ms']
+    assert 0 < row['share_min'] <= row['share_max'] < 1
+    assert row['aten_calls'] > 10
+    saved = json.loads(out.read_text())
+    assert saved['meta']['command'].startswith('python benchmarks/gal_share')
+    assert saved['rows'][0]['case'] == 'resnet18'
