@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Feed mmgal bad input and print what each case gets (docs/results/robustness.md).
+"""Feed mmgal bad input and print what each case gets
+(docs/results/robustness.md).
 
     python benchmarks/bad_inputs.py [--data-root ../shared/data] [--out FILE]
 

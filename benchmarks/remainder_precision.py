@@ -50,8 +50,8 @@ def measure(z, target, loss, exact, adjuster, lr, sigma, batches, batch,
     from mmgal.core import gal_step
     frozen = copy.deepcopy(adjuster).requires_grad_(False)
     adj64 = copy.deepcopy(frozen).double()
-    ref_r, losses, agree, rel = [], [], 0, {'taylor': [], 'exact': [],
-                                           'float64': []}
+    ref_r, losses, agree = [], [], 0
+    rel = {'taylor': [], 'exact': [], 'float64': []}
     adj_grad = []
     for _ in range(batches):
         idx = torch.randint(0, len(z), (batch, ), generator=gen)

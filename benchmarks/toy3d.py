@@ -112,9 +112,10 @@ def plot(results, out_dir):
         for ax, name in zip(axes, names):
             ax.contourf(X, Y, Z, levels=40, cmap='viridis')
             for arm, colour in (('baseline', 'white'), ('GAL', 'red')):
-                p = np.array(results[(name, s, arm)]['path'])
+                res = results[(name, s, arm)]
+                p = np.array(res['path'])
                 ax.plot(p[:, 0], p[:, 1], '-', color=colour, lw=1.5,
-                        label=f'{arm} (f={results[(name, s, arm)]["final"]:.3f})')
+                        label=f"{arm} (f={res['final']:.3f})")
             ax.plot(*start, 'ko')
             ax.set_title(name)
             ax.legend(fontsize=7, loc='lower left')

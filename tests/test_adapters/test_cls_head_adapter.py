@@ -21,6 +21,7 @@ def mmpretrain_scope():
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         yield
 
+
 HEADS = [
     dict(type='LinearClsHead', num_classes=5, in_channels=8),
     dict(type='StackedLinearClsHead', num_classes=5, in_channels=8,

@@ -237,8 +237,8 @@ def test_adjuster_learning_shows_which_setting_moves_the_adjuster(tmp_path):
     assert release['drift'] < 1e-4
     assert default['drift'] > 1e-3 and default['drift'] > 100 * release[
         'drift']
-    assert '| step | drift | cos_init |' in (tmp_path / 'results.md'
-                                            ).read_text()
+    text = (tmp_path / 'results.md').read_text()
+    assert '| step | drift | cos_init |' in text
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ def test_fused_where_there_is_one_and_the_same_update():
 
 def test_a_chosen_implementation_and_classes_without_flags_are_kept():
     w = torch.zeros(2, requires_grad=True)
-    chosen = fast_optimizer(torch.optim.Adam, [w], dict(lr=0.1,
-                                                          foreach=False))
+    chosen = fast_optimizer(torch.optim.Adam, [w],
+                            dict(lr=0.1, foreach=False))
     assert chosen.defaults['foreach'] is False
     assert not chosen.defaults['fused']
     plain = fast_optimizer(PlainSGD, [w], dict(lr=0.1))

@@ -29,8 +29,8 @@ def ce_terms(z, target, weight=None):
     """l(z) and its gradient for F.cross_entropy (mean), in mpmath."""
     rows = mpf_rows(z)
     B, C = len(rows), len(rows[0])
-    w = [mp.mpf(1)] * C if weight is None else [mp.mpf(v) for v in
-                                               weight.double().tolist()]
+    w = [mp.mpf(1)] * C if weight is None else [
+        mp.mpf(v) for v in weight.double().tolist()]
     if target.is_floating_point():
         t = mpf_rows(target)
         coef = [sum(ti * wi for ti, wi in zip(row, w)) for row in t]

@@ -23,7 +23,8 @@ def train(cfg):
 
 
 def model_params(runner):
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+    return {k: v.detach().clone()
+            for k, v in runner.model.state_dict().items()}
 
 
 def test_gal_trains_logs_and_cleans_up(digits_root, tmp_path):
@@ -118,7 +119,8 @@ def test_resume_is_bit_identical_for_a_deterministic_pipeline(
         assert torch.equal(p, q)
     ck = torch.load(str(tmp_path / 'resumed' / 'epoch_2.pth'))
     assert set(ck['optimizer']['gal']) == {
-        'adjuster', 'dim', 'adjuster_kind', 'arch', 'optimizer', 'optimizer_type'}
+        'adjuster', 'dim', 'adjuster_kind', 'arch', 'optimizer',
+        'optimizer_type'}
 
 
 def test_accumulative_counts_train(digits_root, tmp_path):
@@ -230,7 +232,7 @@ def test_dim_mismatch_is_a_clear_error(digits_root, tmp_path):
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(head=''), 'head must be None \(found by its class\) or a dotted '
+    (dict(head=''), r'head must be None \(found by its class\) or a dotted '
      'attribute path'),
     (dict(adapter=3), 'adapter must be None, a registered adapter name'),
     (dict(dim=0), 'dim must be None or a positive int, got 0'),

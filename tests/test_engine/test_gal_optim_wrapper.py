@@ -218,7 +218,7 @@ def test_state_dict_round_trip_keeps_gal_under_its_own_key():
         wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
     state = wrapper.state_dict()
     assert set(state['gal']) == {'adjuster', 'dim', 'adjuster_kind', 'arch',
-                              'optimizer', 'optimizer_type'}
+                                 'optimizer', 'optimizer_type'}
     assert 'gal' not in model.state_dict()
     # Loaded before the hook builds the adjuster: applied when it does.
     _, fresh = make(arch=(8, ), sigma=0.2)

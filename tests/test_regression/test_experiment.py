@@ -159,7 +159,7 @@ def test_cli_writes_table_json_and_csv(tmp_path, data_root):
     csv_lines = (out / 'results.csv').read_text().splitlines()
     assert csv_lines[0].startswith('dataset,protocol,metric')
     assert len(csv_lines) == 4
-    res2 = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert json.loads((out / 'results.json').read_text())['results'][0][
         'per_run'] == data['results'][0]['per_run']
 

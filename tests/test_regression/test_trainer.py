@@ -20,8 +20,8 @@ def test_eager_mode_is_the_reference_loop_bit_for_bit():
     adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(1)
     for _ in range(5):
-        x, y = torch.randn(32, 10, generator=gen), torch.randn(32, 1,
-                                                                generator=gen)
+        x = torch.randn(32, 10, generator=gen)
+        y = torch.randn(32, 1, generator=gen)
         loss, out = step(x, y)
         pred = model(x)
         opt.zero_grad(set_to_none=True)
