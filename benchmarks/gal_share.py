@@ -26,7 +26,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 
-def measure(case: str, steps: int, warmup: int) -> dict:
+def measure(case: str, steps: int, warmup: int, top: int = 0) -> dict:
     import overhead
     from torch.profiler import ProfilerActivity, profile
 
@@ -41,8 +41,12 @@ def measure(case: str, steps: int, warmup: int) -> dict:
             ops['take'] = False
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 out = original(self, *args, **kwargs)
-            ops['aten'] = sum(e.count for e in prof.key_averages()
+            events = prof.key_averages()
+            ops['aten'] = sum(e.count for e in events
                               if e.key.startswith('aten::'))
+            ops['top'] = [(e.key, e.count, e.self_cpu_time_total)
+                          for e in sorted(events, key=lambda e: -e.count)
+                          if e.key.startswith('aten::')][:top]
             return out
         t0 = time.perf_counter()
         out = original(self, *args, **kwargs)
@@ -75,7 +79,7 @@ def measure(case: str, steps: int, warmup: int) -> dict:
                 calls_per_step=len(spent) / steps,
                 share_median=statistics.median(shares),
                 share_min=min(shares), share_max=max(shares),
-                aten_calls=ops.get('aten'))
+                aten_calls=ops.get('aten'), top_ops=ops.get('top'))
 
 
 def main(argv=None):
@@ -88,13 +92,17 @@ def main(argv=None):
                    choices=('auto', 'compile', 'eager'))
     p.add_argument('--steps', type=int, default=20)
     p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--top', type=int, default=0,
+                   help="also list the N most called aten operators of "
+                   "the profiled call (calls, self CPU us)")
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
     pin_threads(args.threads)
     overhead.FAST = args.fast
     meta = record('benchmarks/gal_share.py', argv)
-    rows = [measure(c, args.steps, args.warmup) for c in args.case]
+    rows = [measure(c, args.steps, args.warmup, args.top)
+            for c in args.case]
     lines = [header(meta), '',
              f'fast={args.fast}; median over {args.steps} steps of the GAL '
              'arm', '',
@@ -107,6 +115,13 @@ def main(argv=None):
             f"{r['gal_forward_ms']:.2f} | {r['share_median'] * 100:.2f} % "
             f"({r['share_min'] * 100:.2f}-{r['share_max'] * 100:.2f}) | "
             f"{r['aten_calls']} |")
+    for r in rows:
+        if r['top_ops']:
+            lines += ['', f"{r['case']}: the {len(r['top_ops'])} most "
+                      'called aten operators of one gal_forward', '',
+                      '| operator | calls | self CPU us |', '|---|---|---|']
+            lines += [f'| {k} | {n} | {us:.0f} |' for k, n, us in
+                      r['top_ops']]
     print('\n'.join(lines))
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

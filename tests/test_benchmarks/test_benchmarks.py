@@ -265,13 +265,16 @@ def test_gal_share_times_the_wrappers_own_call_inside_the_step(tmp_path):
     method = GALOptimWrapper.gal_forward
     out = tmp_path / 'share.json'
     rows = gal_share.main(['--case', 'resnet18', '--steps', '2',
-                           '--warmup', '1', '--out', str(out)])
+                           '--warmup', '1', '--top', '3', '--out', str(out)])
     assert GALOptimWrapper.gal_forward is method
     row, = rows
     assert row['calls_per_step'] == 1
     assert 0 < row['gal_forward_ms'] < row['step_ms']
     assert 0 < row['share_min'] <= row['share_max'] < 1
     assert row['aten_calls'] > 10
+    counts = [n for _, n, _ in row['top_ops']]
+    assert len(counts) == 3 and counts == sorted(counts, reverse=True)
+    assert sum(counts) <= row['aten_calls']
     saved = json.loads(out.read_text())
     assert saved['meta']['command'].startswith('python benchmarks/gal_share')
     assert saved['rows'][0]['case'] == 'resnet18'
