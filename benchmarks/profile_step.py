@@ -34,8 +34,8 @@ def emit(text=''):
     LINES.append(text)
 
 
-def bench(fn, device, n=None, repeats=7):
-    n = n or CALLS
+def bench(fn, device, repeats=7):
+    n = CALLS
     for _ in range(30):
         fn()
     times = []
