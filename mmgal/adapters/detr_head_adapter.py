@@ -107,8 +107,7 @@ class DETRHeadAdapter(BaseGALAdapter):
         """Each layer's L1 + GIoU box loss at stacked boxes (G, B, Q, 4),
         with its own targets, weights and averaging factor."""
         from mmdet.models.losses import GIoULoss, L1Loss
-        from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy,
-                                           bbox_overlaps)
+        from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
         head = self.head
         z0 = layers[0].boxes
         queries = z0.shape[1]
@@ -137,25 +136,39 @@ class DETRHeadAdapter(BaseGALAdapter):
                 return torch.stack(losses)
 
             return module_loss_fn
-        # mmdet's L1Loss and GIoULoss (reduction 'mean' with avg_factor),
-        # written out without their all-weights-zero shortcut, which reads
-        # a tensor on the host; that shortcut returns 0, as this does.
-        eps = torch.finfo(torch.float32).eps
-        iou_w = weights.mean(-1)
+        # mmdet's L1Loss and GIoULoss (reduction 'mean' with avg_factor)
+        # and bbox_overlaps(mode='giou', is_aligned=True), written out with
+        # the same arithmetic (same values and gradients) but fewer
+        # operators: the targets' corners and areas and every constant are
+        # cast once per dtype, not per call, and there is no all-weights-zero
+        # shortcut (it reads a tensor on the host; it returns 0, as this
+        # does).
+        consts = _BoxConstants(targets, weights, avg, factors, gt_xyxy,
+                               iou.eps)
+        w_l1, w_iou = l1.loss_weight, iou.loss_weight
+        groups = len(layers)
 
         def loss_fn(z: Tensor) -> Tensor:
-            boxes = z.reshape(len(layers), -1, 4)
-            dt = boxes.dtype
-            denom = avg.to(dt) + eps
-            loss_l1 = (boxes - targets.to(dt)).abs().mul(
-                weights.to(dt)).sum((1, 2)) / denom
-            gious = bbox_overlaps(
-                (bbox_cxcywh_to_xyxy(boxes) * factors.to(dt)).reshape(-1, 4),
-                gt_xyxy.to(dt).reshape(-1, 4),
-                mode='giou', is_aligned=True, eps=iou.eps)
-            loss_iou = (1 - gious.reshape(len(layers), -1)).mul(
-                iou_w.to(dt)).sum(1) / denom
-            return l1.loss_weight * loss_l1 + iou.loss_weight * loss_iou
+            boxes = z.reshape(groups, -1, 4)
+            c = consts.get(boxes.dtype)
+            loss_l1 = (boxes - c.targets).abs().mul(c.weights).sum(
+                (1, 2)) / c.denom
+            # cxcywh -> xyxy in pixels (bbox_cxcywh_to_xyxy, then factors).
+            centre, half = boxes[..., :2], 0.5 * boxes[..., 2:]
+            lo = (centre - half) * c.factors
+            hi = (centre + half) * c.factors
+            wh1 = hi - lo
+            area1 = wh1[..., 0] * wh1[..., 1]
+            wh = (torch.min(hi, c.gt_hi) - torch.max(lo, c.gt_lo)).clamp(
+                min=0)
+            overlap = wh[..., 0] * wh[..., 1]
+            union = torch.max(area1 + c.gt_area - overlap, c.eps)
+            ewh = (torch.max(hi, c.gt_hi) - torch.min(lo, c.gt_lo)).clamp(
+                min=0)
+            enclose = torch.max(ewh[..., 0] * ewh[..., 1], c.eps)
+            gious = overlap / union - (enclose - union) / enclose
+            loss_iou = (1 - gious).mul(c.iou_weights).sum(1) / c.denom
+            return w_l1 * loss_l1 + w_iou * loss_iou
 
         return loss_fn
 
@@ -288,6 +301,56 @@ class DETRHeadAdapter(BaseGALAdapter):
 
 
 _MISSING = object()
+
+
+class _BoxTerms(NamedTuple):
+    """The constants of the batched box loss in one dtype."""
+    targets: Tensor  # (G, B * Q, 4), normalised cx, cy, w, h
+    weights: Tensor  # (G, B * Q, 4)
+    iou_weights: Tensor  # (G, B * Q), GIoULoss's weight.mean(-1)
+    denom: Tensor  # (G, ), avg_factor + eps
+    factors: Tensor  # (B * Q, 2), image (w, h) per box
+    gt_lo: Tensor  # (G, B * Q, 2), the targets' x1, y1 in pixels
+    gt_hi: Tensor  # (G, B * Q, 2), x2, y2
+    gt_area: Tensor  # (G, B * Q)
+    eps: Tensor  # 0-dim, bbox_overlaps' eps
+
+
+class _BoxConstants:
+    """:class:`_BoxTerms` in float32 and float64 (the model's dtype and
+    GAL's default work dtype for this loss), built eagerly when the loss
+    function is made, from the float32 tensors the head gives, cast as
+    mmdet's losses cast them; any other dtype is built per call. (Built
+    outside the loss, never inside it: a tensor made under
+    ``torch.func.grad`` must not outlive that call.)"""
+
+    def __init__(self, targets: Tensor, weights: Tensor, avg: Tensor,
+                 factors: Tensor, gt_xyxy: Tensor, eps: float):
+        self._src = (targets, weights, avg, factors, gt_xyxy, eps)
+        self._by_dtype = {
+            dtype: self._build(dtype)
+            for dtype in (torch.float32, torch.float64)
+        }
+
+    def _build(self, dtype: torch.dtype) -> _BoxTerms:
+        targets, weights, avg, factors, gt_xyxy, eps = self._src
+        gt = gt_xyxy.to(dtype)
+        gt_lo, gt_hi = gt[..., :2], gt[..., 2:]
+        gt_wh = gt_hi - gt_lo
+        return _BoxTerms(
+            targets=targets.to(dtype),
+            weights=weights.to(dtype),
+            iou_weights=weights.mean(-1).to(dtype),
+            denom=avg.to(dtype) + torch.finfo(torch.float32).eps,
+            factors=factors[:, :2].to(dtype),
+            gt_lo=gt_lo,
+            gt_hi=gt_hi,
+            gt_area=gt_wh[..., 0] * gt_wh[..., 1],
+            eps=gt.new_tensor(eps))
+
+    def get(self, dtype: torch.dtype) -> _BoxTerms:
+        terms = self._by_dtype.get(dtype)
+        return terms if terms is not None else self._build(dtype)
 
 
 class _Layer(NamedTuple):
