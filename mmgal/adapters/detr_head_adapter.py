@@ -313,7 +313,7 @@ class _BoxTerms(NamedTuple):
     gt_lo: Tensor  # (G, B * Q, 2), the targets' x1, y1 in pixels
     gt_hi: Tensor  # (G, B * Q, 2), x2, y2
     gt_area: Tensor  # (G, B * Q)
-    eps: Tensor  # 0-dim, bbox_overlaps' eps
+    eps: Tensor  # (1, ), bbox_overlaps' eps
 
 
 class _BoxConstants:
@@ -346,7 +346,9 @@ class _BoxConstants:
             gt_lo=gt_lo,
             gt_hi=gt_hi,
             gt_area=gt_wh[..., 0] * gt_wh[..., 1],
-            eps=gt.new_tensor(eps))
+            # (1, ) as bbox_overlaps makes it: torch.compile guards a
+            # 0-dim CPU tensor by its value, a host read per call.
+            eps=gt.new_tensor([eps]))
 
     def get(self, dtype: torch.dtype) -> _BoxTerms:
         terms = self._by_dtype.get(dtype)

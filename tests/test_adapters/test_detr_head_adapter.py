@@ -247,15 +247,19 @@ def test_the_batched_step_equals_the_per_layer_path(own_box_losses):
 
 
 @pytest.mark.slow
-def test_the_batched_step_compiles_to_one_graph_with_the_same_update():
+def test_the_batched_step_compiles_to_one_graph_with_the_same_update(
+        monkeypatch):
     """fast='compile' on the DETR head: the grouped step with mmdet's box
-    maths traces without a graph break and updates as fast='auto'."""
+    maths traces without a graph break, updates as fast='auto' and, once
+    compiled, reads no tensor value on the host (torch.compile guards a
+    0-dim CPU tensor it is given by its value)."""
     from torch._dynamo.utils import counters
 
     from mmgal.engine import GALOptimWrapper
     hidden, gts, metas = inputs()
     results = {}
     breaks = sum(counters['graph_break'].values())
+    reads = []
     for fast in ('auto', 'compile'):
         head = detr_head()
         cls, boxes = head(hidden)
@@ -264,13 +268,32 @@ def test_the_batched_step_compiles_to_one_graph_with_the_same_update():
                                                   lr=1e-3), sigma=0.6,
                                   arch=(64, 16), tentative_lr=0.1, fast=fast)
         wrapper.setup_adjuster(4)
-        build_adapter(head).install(wrapper.gal_forward)
+        counting = [False]
+
+        def gal_forward(*args, _wrapper=wrapper, **kwargs):
+            if not counting[0]:
+                return _wrapper.gal_forward(*args, **kwargs)
+            with monkeypatch.context() as m:
+                for name in ('__bool__', 'item', 'tolist', '__float__',
+                             '__int__', 'numpy'):
+                    orig = getattr(torch.Tensor, name)
+                    m.setattr(torch.Tensor, name,
+                              lambda self, *a, _o=orig, _n=name, **k:
+                              reads.append(_n) or _o(self, *a, **k))
+                return _wrapper.gal_forward(*args, **kwargs)
+
+        build_adapter(head).install(gal_forward)
         losses = head.loss_by_feat(cls.detach(), boxes, gts, metas)
         (g_boxes, ) = torch.autograd.grad(sum(losses.values()), boxes)
         results[fast] = (g_boxes, [p.grad.clone()
                                    for p in wrapper.adjuster.parameters()],
                          wrapper.pop_gal_stats())
+        if fast == 'compile':
+            counting[0] = True  # the compiled graph's second call
+            head.loss_by_feat(cls.detach(), boxes, gts, metas)
+            assert wrapper._gal_micro_steps > 6
     assert sum(counters['graph_break'].values()) == breaks
+    assert reads == []
     (g_a, adj_a, st_a), (g_c, adj_c, st_c) = results['auto'], results[
         'compile']
     torch.testing.assert_close(g_c, g_a)
