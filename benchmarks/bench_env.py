@@ -1,7 +1,10 @@
 """What every benchmark records beside its numbers, so that a table can be
-made again: the command, torch's and the machine's versions, the thread
-count (pinned where results depend on it) and the seeds."""
+made again: the command, the code's git commit, torch's and the machine's
+versions, the thread count (pinned where results depend on it) and the
+seeds."""
+import os.path as osp
 import platform
+import subprocess
 import sys
 from typing import Optional, Sequence
 
@@ -16,12 +19,33 @@ def pin_threads(threads: Optional[int]) -> int:
     return torch.get_num_threads()
 
 
+def git_commit() -> Optional[str]:
+    """The checkout's commit (short hash, ``+dirty`` when tracked files
+    differ from it), or None outside a git checkout."""
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(['git', *args], cwd=root, capture_output=True,
+                              text=True, timeout=30)
+
+    try:
+        head = git('rev-parse', '--short=7', 'HEAD')
+        if head.returncode != 0:
+            return None
+        dirty = git('status', '--porcelain', '--untracked-files=no')
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
+
+
 def record(script: str, argv: Optional[Sequence[str]], **extra) -> dict:
-    """The command, versions and thread count, plus ``extra`` (seeds...)."""
+    """The command, commit, versions and thread count, plus ``extra``
+    (seeds...)."""
     import numpy as np
     import torch
     args = list(argv) if argv is not None else sys.argv[1:]
     return dict(command=' '.join(['python', script] + args),
+                commit=git_commit(),
                 torch=torch.__version__, numpy=np.__version__,
                 python=platform.python_version(),
                 machine=platform.machine(), cpu=platform.processor(),

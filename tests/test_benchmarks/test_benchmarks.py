@@ -3,6 +3,7 @@
 import json
 import math
 import os.path as osp
+import subprocess
 import sys
 
 import pytest
@@ -34,6 +35,11 @@ def test_toy_problem_runs_both_arms_over_seeds_and_reproduces(tmp_path):
     meta = json.loads((tmp_path / 'toy3d.json').read_text())['meta']
     assert meta['command'].endswith(' '.join(args))
     assert meta['threads'] == 1 and meta['seeds'] == [0, 1]
+    # The code that made it: this checkout's commit (a clean clone in CI).
+    head = subprocess.run(['git', 'rev-parse', '--short=7', 'HEAD'],
+                          cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert meta['commit'].split('+')[0] == head.stdout.strip()
 
 
 def test_toy_function_matches_the_paper_formula():
