@@ -204,3 +204,28 @@ def test_softmax_remainder_is_nonnegative_where_the_difference_is_not():
     lse = torch.logsumexp
     diff = lse(z + d, -1) - lse(z, -1) - (torch.softmax(z, -1) * d).sum(-1)
     assert (diff < 0).any()
+
+
+@pytest.mark.parametrize('scale', [1e-3, 1.0, 30.0])
+def test_softmax_remainder_is_at_most_a_quarter_of_the_step_squared(scale):
+    """Each row's R = log E_p[exp(delta - E_p delta)] is a cumulant
+    generating function at 1: its second derivative is a variance of delta
+    (under a tilted p), at most range(delta)^2 / 4 <= |delta|^2 / 2
+    (Popoviciu), so 0 <= R <= |delta|^2 / 4 for steps of any size; the
+    bound is reached by two classes at p = (1/2, 1/2) and delta = (t, -t)
+    as t -> 0. The logged scaled remainder is checked against it."""
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(256, 10, generator=gen, dtype=torch.float64) * 4
+    d = torch.randn(256, 10, generator=gen, dtype=torch.float64) * scale
+    per_row = torch.stack([
+        softmax_remainder(z[i:i + 1], d[i:i + 1], torch.ones(1,
+                                                             dtype=z.dtype))
+        for i in range(256)])
+    bound = (d * d).sum(-1) / 4
+    assert (per_row >= 0).all() and (per_row <= bound).all()
+    # Near the extreme case the ratio approaches 1/4 from below.
+    t = 1e-3 * scale
+    z2 = torch.zeros(1, 2, dtype=torch.float64)
+    d2 = torch.tensor([[t, -t]], dtype=torch.float64)
+    r = softmax_remainder(z2, d2, torch.ones(1, dtype=torch.float64))
+    assert 0.99 * (2 * t * t) / 4 < r <= (2 * t * t) / 4
