@@ -54,6 +54,12 @@ MUTANTS = (
            'targets = bbox_targets.to(boxes.dtype)',
            'targets = bbox_targets.flip(0).to(boxes.dtype)',
            ('tests/test_adapters/test_detr_head_adapter.py', )),
+    Mutant('detr-iou-not-giou', "the batched DETR step's own box loss "
+           "drops GIoU's enclosing-box term (an IoU loss)",
+           'mmgal/adapters/detr_head_adapter.py',
+           'gious = overlap / union - (enclose - union) / enclose',
+           'gious = overlap / union',
+           ('tests/test_adapters/test_detr_head_adapter.py', )),
     Mutant('compiled-adam-no-grad', "the compiled step's in-graph Adam "
            "update drops the adjuster's gradient",
            'mmgal/core/compiled_step.py',
