@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from host_reads import count_host_reads
+
 from mmgal.core import CompiledGALStep, GradientAdjuster, gal_step
 
 pytestmark = pytest.mark.slow
@@ -84,23 +86,12 @@ def test_compiled_step_guards_non_finite_and_checks_its_inputs():
         step(z, lambda t: F.cross_entropy(t, y), adj_c, float('nan'), 0.1)
 
 
-def _count_host_reads(monkeypatch) -> list:
-    reads = []
-    for name in ('__bool__', 'item', 'tolist', '__float__', '__int__',
-                 '__index__', 'numpy', 'cpu'):
-        orig = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name,
-                            lambda self, *a, _o=orig, _n=name, **k:
-                            reads.append(_n) or _o(self, *a, **k))
-    return reads
-
-
 def test_a_compiled_call_reads_no_tensor_value_on_the_host(monkeypatch):
     """Patched before compiling (patching Tensor methods invalidates the
     compiled graph's guards, and compiling reads constants), then counted
     on a call of the cached graph."""
     from torch._dynamo.utils import counters
-    reads = _count_host_reads(monkeypatch)
+    reads = count_host_reads(monkeypatch)
     step = CompiledGALStep()
     adj, _ = twin_adjusters(10)
     z = torch.randn(16, 10)
@@ -125,7 +116,7 @@ def test_a_compiled_call_with_the_adjusters_update_reads_nothing_on_host(
     eager step reads its step count), a call of the graph, update
     included, reads no tensor value on the host."""
     from torch._dynamo.utils import counters
-    reads = _count_host_reads(monkeypatch)
+    reads = count_host_reads(monkeypatch)
     step = CompiledGALStep()
     adj, _ = twin_adjusters(1, (16, 4))
     opt = torch.optim.Adam(adj.parameters(), lr=1e-2)
