@@ -12,6 +12,15 @@ Cases (each through the same code path as training):
 - ``detr``: MMDetection's stock DETR R50 config (no pretrained weights),
   small input (``--detr-size``, default 128), batch 2, 100 queries,
   adjuster (64, 16) on the boxes of the 6 decoder layers.
+- ``digits``: the dispatch-bound case. The quick start's two digits
+  configs (``configs/mmpretrain/digits``, the README's GAL lines,
+  ``GALHook`` included) at 8x8 pixels, batch 16, trained through
+  mmengine's Runner: each arm's Runner is set up as ``Runner.train()``
+  does, and an iteration is its train loop's ``run_iter`` (every hook, the
+  step, the logging) on batches loaded beforehand, so data loading is not
+  timed. With one thread (``--threads 1``) a step is ~15 ms of a few
+  thousand small operators: bound by their dispatch, as a small model's
+  step is on a GPU, which is where GAL's own operator count shows.
 - ``mlp``: the regression MLP of California housing (8 -> 256 -> 64 -> 1),
   batch 200, adjuster (128, 2): one ``RegressionStep`` of the standalone
   regression module (what ``fit_regressor`` runs per batch) with
@@ -51,11 +60,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CASES = ('resnet18', 'detr', 'mlp')
+CASES = ('resnet18', 'detr', 'digits', 'mlp')
 
 
 # ---------------------------------------------------------------- the arms
-FAST = 'auto'  # GALOptimWrapper.fast for the GAL arms (--fast)
+FAST = None  # GALOptimWrapper.fast for the GAL arms (--fast); None: default
 
 
 def _classifier(gal: bool, device: str, amp: bool, config: str,
@@ -69,7 +78,7 @@ def _classifier(gal: bool, device: str, amp: bool, config: str,
 
     name = config.format('-gal' if gal else '')
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmpretrain', name))
-    if gal:
+    if gal and FAST is not None:
         cfg.optim_wrapper.fast = FAST
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
@@ -112,7 +121,7 @@ def _detr(gal: bool, device: str, amp: bool, size: int = 128):
                  if gal else 'detr_r50_8xb2-150e_coco.py'))
     init_default_scope('mmdet')
     cfg.model.backbone.init_cfg = None
-    if gal:
+    if gal and FAST is not None:
         cfg.optim_wrapper.fast = FAST
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
@@ -150,6 +159,63 @@ def _install_gal(head, wrapper, device):
     adapter.install(wrapper.gal_forward)
 
 
+def _digits(gal: bool, device: str, amp: bool):
+    """One Runner iteration of the quick start's digits config (or its
+    baseline) at 8x8 pixels, batch 16 (see the module docstring)."""
+    import copy
+    import tempfile
+
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from mmgal.datasets import make_digits_images
+    root = osp.join(tempfile.gettempdir(), 'mmgal_overhead_digits')
+    if not osp.isdir(osp.join(root, 'train')):
+        make_digits_images(root)
+    name = 'resnet18_gal_1xb32_digits.py' if gal else \
+        'resnet18_1xb32_digits.py'
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmpretrain', 'digits',
+                                   name))
+    if gal and FAST is not None:
+        cfg.optim_wrapper.fast = FAST
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='Resize', scale=(8, 8), interpolation='bilinear'),
+                dict(type='PackInputs')]
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].batch_size = 16
+        cfg[key].dataset.data_root = root
+        cfg[key].dataset.pipeline = copy.deepcopy(pipeline)
+    cfg.work_dir = tempfile.mkdtemp(prefix='mmgal_overhead_')
+    cfg.log_level = 'ERROR'
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=-1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=10)
+    cfg.visualizer = dict(type='Visualizer', vis_backends=[])
+    cfg.device = device
+    runner = Runner.from_cfg(cfg)
+    # What Runner.train() does before its loop runs (mmengine 0.10).
+    loop = runner._train_loop = runner.build_train_loop(runner._train_loop)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    runner.scale_lr(runner.optim_wrapper, runner.auto_scale_lr)
+    runner.param_schedulers = runner.build_param_scheduler(
+        runner.param_schedulers)
+    runner.call_hook('before_run')
+    runner._init_model_weights()
+    runner.optim_wrapper.initialize_count_status(runner.model, loop.iter,
+                                                 loop.max_iters)
+    runner.call_hook('before_train')
+    runner.call_hook('before_train_epoch')
+    runner.model.train()
+    batches = list(loop.dataloader)[:-1]  # full batches only
+    count = [0]
+
+    def step():
+        idx = count[0] % len(batches)
+        count[0] += 1
+        loop.run_iter(idx, batches[idx])
+
+    return step
+
+
 def _mlp(gal: bool, device: str, amp: bool):
     from mmgal.regression import GALSettings, MLPRegressor, RegressionStep
     torch.manual_seed(0)
@@ -158,7 +224,8 @@ def _mlp(gal: bool, device: str, amp: bool):
     # (--fast): 'eager' the reference (for-loop Adam), 'auto' a fused Adam
     # for the adjuster, 'compile' the step and the adjuster's Adam update
     # as one compiled graph.
-    settings = GALSettings(sigma=0.1, arch=(128, 2), fast=FAST) if gal \
+    fast = {} if FAST is None else dict(fast=FAST)
+    settings = GALSettings(sigma=0.1, arch=(128, 2), **fast) if gal \
         else None
     step = RegressionStep(model, 1e-3, gal=settings)
     gen = torch.Generator().manual_seed(0)
@@ -182,6 +249,8 @@ def build_step(case: str, gal: bool, device: str, amp: bool,
                            64, 1000)
     if case == 'detr':
         return _detr(gal, device, amp, detr_size)
+    if case == 'digits':
+        return _digits(gal, device, amp)
     return _mlp(gal, device, amp)
 
 
@@ -285,7 +354,7 @@ def count_syncs(step, device: str, iters: int) -> float:
 
 
 # The CPU targets of docs/results/overhead.md (GAL / baseline time).
-TARGETS = {'resnet18': 1.02, 'detr': 1.02, 'mlp': 1.5}
+TARGETS = {'resnet18': 1.02, 'detr': 1.02, 'digits': 1.03, 'mlp': 1.5}
 
 
 def ratio_interval(times: dict, level: float = 0.95, resamples: int = 10000
@@ -340,8 +409,8 @@ def memory_case(case, device, amp, iters, warmup, detr_size):
     res = {}
     for arm in ('baseline', 'gal'):
         out = subprocess.run(
-            [sys.executable, __file__, '--rss-child', case, arm, '--fast',
-             FAST,
+            [sys.executable, __file__, '--rss-child', case, arm]
+            + (['--fast', FAST] if FAST is not None else []) + [
              '--iters', str(iters), '--warmup', str(warmup),
              '--detr-size', str(detr_size)],
             capture_output=True, text=True, check=True)
@@ -397,9 +466,10 @@ def main(argv=None):
                    '(0: do not count)')
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--threads', type=int, default=None)
-    p.add_argument('--fast', default='auto',
+    p.add_argument('--fast', default=None,
                    choices=('auto', 'compile', 'eager'),
-                   help="GALOptimWrapper.fast of the GAL arms; the MLP "
+                   help="GALOptimWrapper.fast of the GAL arms (default: "
+                   "the settings' own default); the MLP "
                    "arm: GALSettings.fast of the regression module ('eager' "
                    "= eager step and for-loop Adam, 'auto' = fused Adam, "
                    "'compile' = the step and the adjuster's Adam update as "

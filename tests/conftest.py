@@ -7,8 +7,24 @@ import pytest
 # refuse cuBLAS's non-deterministic reductions unless this is set before
 # CUDA starts (no effect on the CPU).
 os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+# GAL compiles its step by default (fast='auto'); a compile takes seconds to
+# a minute on these CPUs, so the suite runs the eager step (the same
+# update) unless a test is about compiling and asks for the
+# `compile_enabled` fixture. Inherited by the tools the tests run.
+# TORCH_COMPILE_DISABLE=0 runs every test with the default compiled step.
+os.environ.setdefault('TORCH_COMPILE_DISABLE', '1')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture
+def compile_enabled(monkeypatch):
+    """torch.compile switched on for this test (and for the tools it runs
+    in subprocesses)."""
+    import torch._dynamo
+    monkeypatch.setenv('TORCH_COMPILE_DISABLE', '0')
+    with torch._dynamo.config.patch(disable=False):
+        yield
 
 
 @pytest.fixture(scope='session')

@@ -106,6 +106,21 @@ MUTANTS = (
            "return float(self.optimizer.param_groups[self._lr_group]['lr'])",
            "return float(self.optimizer.param_groups[0]['lr'])",
            ('tests/test_engine/test_gal_optim_wrapper.py', )),
+    Mutant('step-nonfinite-grad', "the one GAL step lets a non-finite "
+           "step's gradient reach the adjuster",
+           'mmgal/core/gal_step.py',
+           'adj_grads = {k: torch.where(keep, v, v.new_zeros(()))',
+           'adj_grads = {k: v', ('tests/test_core/test_gal_step.py', )),
+    Mutant('step-probe-current', "the step's probe measures the current "
+           'adjuster instead of the initial one', 'mmgal/core/gal_step.py',
+           'a0 = _cast(grads.call(initial, initial_params, buffers, x),',
+           'a0 = _cast(grads.call(adjuster, params, buffers, x),',
+           ('tests/test_engine/test_gal_optim_wrapper.py', )),
+    Mutant('step-stats-adopted', "the step's statistics count the "
+           'non-finite groups as adopted', 'mmgal/core/gal_step.py',
+           '        adopt.sum().float(),\n',
+           '        (~finite).sum().float(),\n',
+           ('tests/test_engine/test_gal_optim_wrapper.py', )),
 )
 
 

@@ -2,10 +2,11 @@
 from .adjusters import (ADJUSTER_KINDS, CNNGradientAdjuster, GradientAdjuster,
                         NoiseGradientAdjuster, build_adjuster,
                         check_arch, warn_if_unlearnable)
-from .compiled_step import CompiledGALStep
+from .compiled_step import CompiledGALStep, compile_unavailable
 from .fast_optimizer import fast_optimizer
 from .gal_step import (NORMALIZATIONS, OBJECTIVES, POLICIES, REMAINDERS,
-                       WORK_DTYPES, GALOutput, check_choice, check_count,
+                       STAT_NAMES, WORK_DTYPES, GALOutput, check_choice,
+                       check_count,
                        check_gal_args, check_real, check_step_args,
                        dtype_from_name, gal_step, is_real, native_dtype,
                        resolve_normalize, work_dtype)
@@ -22,6 +23,7 @@ __all__ = [
     'square_remainder', 'GradientAdjuster',
     'CNNGradientAdjuster', 'NoiseGradientAdjuster', 'build_adjuster',
     'check_arch', 'warn_if_unlearnable', 'CompiledGALStep',
+    'compile_unavailable', 'STAT_NAMES',
     'fast_optimizer', 'GALOutput',
     'check_gal_args', 'check_count', 'check_real', 'check_step_args',
     'gal_step', 'is_real', 'WORK_DTYPES', 'dtype_from_name',

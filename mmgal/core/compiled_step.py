@@ -1,28 +1,24 @@
-"""The GAL step as one compiled graph (``torch.compile`` of a functional
-form), for hardware where the eager step is bound by issuing operators.
+"""The GAL step as one compiled graph (``torch.compile`` of
+:func:`~mmgal.core.gal_step.run_step`, the same function the eager step
+runs), for hardware where the eager step is bound by issuing operators.
 
-Plain PyTorch, no framework imports. Same maths as :func:`gal_step` (the
-same helpers compute Eq. 4-5, the remainder and Algorithm 1's choice); the
-two gradients come from ``torch.func.grad`` instead of
-``torch.autograd.grad``, which ``torch.compile`` cannot trace, so the
-whole step (both gradients, the adjuster's gradient with its non-finite
-mask, the policy's choice and the logged cosine) is one graph; given the
-adjuster's Adam (or AdamW), its update joins that graph too.
+Plain PyTorch, no framework imports. The two gradients come from
+``torch.func.grad`` instead of ``torch.autograd.grad``, which
+``torch.compile`` cannot trace, so the whole step (both gradients, the
+adjuster's gradient with its non-finite mask, the policy's choice, the
+logged statistics and the probe) is one graph; given the adjuster's Adam
+(or AdamW), its update joins that graph too.
 """
 import importlib
+import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.optim import Adam, AdamW, Optimizer
 
-from .gal_step import (GALOutput, _cast, _decide, _finite, _remainder,
-                       add_to_grads, check_step_args, gal_step,
-                       loss_and_grad, native_dtype, resolve_normalize,
-                       work_dtype)
-
-
+from .gal_step import (FunctionalGrads, GALOutput, StepSpec, add_to_grads,
+                       gal_step, loss_and_grad, prepare_step, run_step)
 # torch.optim.adam the module (torch.optim.adam is the function there).
 _adam_functional = importlib.import_module('torch.optim.adam').adam
 
@@ -39,52 +35,24 @@ class _AdamUpdate(NamedTuple):
     settings: dict
 
 
-def _functional_step(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
-                     z: Tensor, lr: Tensor, loss_fn: Callable,
-                     adjuster: nn.Module, adj_dtype: torch.dtype,
-                     sigma: float, gamma: float, policy: str,
-                     remainder: str, grouped: bool,
-                     out_dtype: torch.dtype, normalize: str, objective: str,
-                     z_native: Optional[Tensor] = None,
-                     update: Optional[_AdamUpdate] = None):
-    lr = lr.reshape(())
-    with torch.autocast(device_type=z.device.type, enabled=False):
-
-        def task_loss(zz):
-            loss = loss_fn(zz).to(zz.dtype)
-            return (loss.sum() if grouped else loss), loss
-
-        g, loss = torch.func.grad(task_loss, has_aux=True)(z)
-        native = None
-        if z_native is not None:
-            # The model's own gradient and loss, in its dtype (gal_step).
-            g_n, loss_n = torch.func.grad(task_loss, has_aux=True)(z_native)
-            native = (loss_n, g_n)
-
-        def adjuster_objective(p):
-            a = functional_call(adjuster, (p, buffers),
-                                (z.to(adj_dtype), )).to(z.dtype)
-            terms = _remainder(z, g, loss, a, loss_fn, lr, sigma, gamma,
-                               remainder, grouped, normalize, objective)
-            return terms.objective.sum(), (a, terms)
-
-        grads, (a, terms) = torch.func.grad(
-            adjuster_objective, has_aux=True)(params)
-        finite = _finite(terms, lr)
-        keep = finite.all() if grouped else finite
-        grads = {k: torch.where(keep, v, torch.zeros_like(v))
-                 for k, v in grads.items()}
-        out = _decide(loss, terms, finite, g, a, policy, grouped, out_dtype,
-                      native)
-        if update is not None:
-            # torch.optim.Adam's own single-tensor update, traced: the
-            # parameters and the optimizer's state change in place.
-            _adam_functional(
-                [params[k] for k in update.names],
-                [grads[k] for k in update.names], update.exp_avgs,
-                update.exp_avg_sqs, update.max_exp_avg_sqs, update.steps,
-                foreach=False, capturable=False, **update.settings)
-            return out, None
+def _compiled_body(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
+                   z: Tensor, z_native: Optional[Tensor], lr: Tensor,
+                   loss_fn: Callable, adjuster: nn.Module, spec: StepSpec,
+                   initial: Optional[nn.Module],
+                   initial_params: Optional[Dict[str, Tensor]],
+                   update: Optional[_AdamUpdate]):
+    out, grads = run_step(FunctionalGrads, adjuster, params, buffers, z,
+                          z_native, lr.reshape(()), loss_fn, spec, initial,
+                          initial_params)
+    if update is not None:
+        # torch.optim.Adam's own single-tensor update, traced: the
+        # parameters and the optimizer's state change in place.
+        _adam_functional(
+            [params[k] for k in update.names],
+            [grads[k] for k in update.names], update.exp_avgs,
+            update.exp_avg_sqs, update.max_exp_avg_sqs, update.steps,
+            foreach=False, capturable=False, **update.settings)
+        return out, None
     return out, grads
 
 
@@ -129,18 +97,60 @@ def _adam_update(optimizer: Optional[Optimizer],
                 'decoupled_weight_decay', type(optimizer) is AdamW)))
 
 
+def compile_unavailable(device: Union[str, torch.device]) -> Optional[str]:
+    """Why ``torch.compile`` cannot build a step on ``device`` here, or None
+    where it can: switched off (``TORCH_COMPILE_DISABLE=1``), no C++
+    compiler for a CPU graph, no Triton for a CUDA one."""
+    if torch._dynamo.config.disable:
+        return 'torch.compile is switched off (TORCH_COMPILE_DISABLE=1)'
+    kind = torch.device(device).type
+    if kind == 'cpu':
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+            get_cpp_compiler()
+        except Exception as err:  # no compiler: its own error type
+            return f'no working C++ compiler for a CPU graph ({err})'
+        return None
+    if kind == 'cuda':
+        from torch.utils._triton import has_triton
+        return None if has_triton() else \
+            'Triton is not installed (needed for a CUDA graph)'
+    return f'torch.compile is not used for {kind} devices here'
+
+
+def _compile_error(err: Exception) -> str:
+    """Why torch.compile failed, in one line (in parentheses), with a hint
+    where it names torch's compile cache."""
+    cause = getattr(err, 'inner_exception', None) or err
+    first = (str(cause).strip().splitlines() or [''])[0]
+    hint = ''
+    if 'torchinductor' in first.lower() or 'TORCHINDUCTOR' in first:
+        # e.g. a compile killed mid-write leaves an empty .so there
+        hint = (". It names a file in torch's compile cache, which may be "
+                'damaged (a compile killed while writing it): delete that '
+                'file, or set TORCHINDUCTOR_CACHE_DIR to an empty folder')
+    return f'({type(cause).__name__}: {first}){hint}'
+
+
+def _is_compile_error(err: Exception) -> bool:
+    return type(err).__module__.startswith(
+        ('torch._dynamo', 'torch._inductor')) or isinstance(
+            err, (OSError, ImportError))
+
+
 class CompiledGALStep:
     """:func:`gal_step` run as one ``torch.compile``-d graph.
 
     Call it like :func:`gal_step` (every argument); it returns the
     same :class:`GALOutput`
     and accumulates the same adjuster gradient into ``.grad`` (equal up to
-    float rounding). The first call per input shape compiles (seconds to a
-    minute); later calls with the same shapes, any targets and any lr reuse
-    the graph (lr is passed as a tensor, so schedulers do not recompile),
-    and a new shape (the last, smaller batch) compiles once more, after
-    which torch.compile's automatic dynamic shapes take over. Adjusters
-    without parameters (the noise ablations) run the eager step.
+    float rounding): both run :func:`~mmgal.core.gal_step.run_step`. The
+    first call per input shape compiles (seconds to a minute, reported to
+    ``on_compile``); later calls with the same shapes, any targets and any
+    lr reuse the graph (lr is passed as a tensor, so schedulers do not
+    recompile), and a new shape (the last, smaller batch) compiles once
+    more, after which torch.compile's automatic dynamic shapes take over.
+    Adjusters without parameters (the noise ablations) run the eager step.
 
     ``loss_fn`` must be traceable by ``torch.compile`` (plain tensor maths
     and Python on shapes and constants). A new closure of the same function
@@ -149,6 +159,11 @@ class CompiledGALStep:
     process) the step runs uncompiled, with the same results. Its inputs
     are checked eagerly once per z shape, so a loss that does not depend on
     z is still refused with a clear error.
+
+    Where compiling fails (no C++ compiler, a damaged or read-only cache,
+    a loss it cannot trace), the step calls ``on_fallback`` with the reason
+    once and runs eagerly from then on, with the same results; without
+    ``on_fallback`` it raises a ``RuntimeError`` that says so.
 
     Given ``optimizer``, the adjuster's optimizer, the step also applies
     this step's adjuster gradient at once, as ``.grad = gradient;
@@ -168,20 +183,56 @@ class CompiledGALStep:
             ``'reduce-overhead'`` (CUDA graphs) on GPUs. Defaults to None.
         dynamic (bool, optional): ``torch.compile``'s ``dynamic``.
             Defaults to None (automatic).
+        on_fallback (Callable[[str], None], optional): Told why, once,
+            when compiling fails; the step then runs eagerly. Defaults to
+            None: raise instead.
+        on_compile (Callable[[tuple, float], None], optional): Told the
+            shape of z and the seconds of each first call per shape (the
+            compile time).
+        module_guards (bool): Whether the compiled graph re-checks the
+            Python attributes of the modules it calls (the adjuster, the
+            head's loss module) on every call. Defaults to False
+            (``torch.compiler.skip_guard_on_all_nn_modules_unsafe``): their
+            tensors are read every call, but a Python number changed on a
+            module during a run (a loss weight set by a hook) is not seen;
+            True sees it, at ~0.15 ms more host time per call.
     """
 
     def __init__(self,
                  backend: str = 'inductor',
                  mode: Optional[str] = None,
-                 dynamic: Optional[bool] = None):
+                 dynamic: Optional[bool] = None,
+                 on_fallback: Optional[Callable[[str], None]] = None,
+                 on_compile: Optional[Callable[[tuple, float],
+                                               None]] = None,
+                 module_guards: bool = False):
+        # ~400 guards per call otherwise, half of them on the modules'
+        # attributes (a fifth of the compiled call's host time here).
+        options = None if module_guards else dict(
+            guard_filter_fn=torch.compiler.skip_guard_on_all_nn_modules_unsafe)
         self._fn = torch.compile(
-            _functional_step, backend=backend, mode=mode, dynamic=dynamic)
+            _compiled_body, backend=backend, mode=mode, dynamic=dynamic,
+            options=options)
+        self.on_fallback = on_fallback
+        self.on_compile = on_compile
+        # Why compiling failed: the step then runs eagerly.
+        self.failed: Optional[str] = None
         self._checked = set()
         # The adjuster last seen and its trainable parameters and buffers
         # (walking its modules every call costs more than the step's math).
         self._adjuster: Optional[nn.Module] = None
         self._params: Dict[str, nn.Parameter] = {}
         self._buffers: Dict[str, Tensor] = {}
+        self._initial: Optional[nn.Module] = None
+        self._initial_params: Dict[str, Tensor] = {}
+
+    def _eager(self, args: tuple, kwargs: dict,
+               optimizer: Optional[Optimizer]) -> GALOutput:
+        out = gal_step(*args, **kwargs)
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return out
 
     def __call__(self,
                  z: Tensor,
@@ -196,69 +247,62 @@ class CompiledGALStep:
                  optimizer: Optional[Optimizer] = None,
                  dtype: Optional[torch.dtype] = None,
                  objective: str = 'normalized',
-                 normalize: str = 'auto') -> GALOutput:
-        loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                     remainder, grouped, dtype, objective,
-                                     normalize)
+                 normalize: str = 'auto',
+                 initial: Optional[nn.Module] = None) -> GALOutput:
+        args = (z, loss_fn, adjuster, lr, sigma, gamma, policy, remainder,
+                grouped, dtype, objective, normalize, initial)
+        spec, z0, z_native = prepare_step(*args[:-1])
         if adjuster is not self._adjuster:
             self._adjuster = adjuster
             self._params = {name: p for name, p in
                             adjuster.named_parameters() if p.requires_grad}
             self._buffers = dict(adjuster.named_buffers())
+        if initial is not self._initial:
+            self._initial = initial
+            self._initial_params = {} if initial is None else {
+                k: p.detach() for k, p in initial.named_parameters()}
         params = {name: p.detach() for name, p in self._params.items()}
         update = _adam_update(optimizer, self._params)
-        if not params or (optimizer is not None and update is None):
-            # No parameters (noise adjusters), or an optimizer the graph
-            # does not apply (its first step makes Adam's state): eagerly.
-            out = gal_step(z, loss_fn, adjuster, lr, sigma, gamma, policy,
-                           remainder, grouped, dtype, objective, normalize)
-            if optimizer is not None:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            return out
-        work = work_dtype(z.dtype, dtype, remainder, loss_fn)
-        own = native_dtype(z.dtype)
-        z0 = _cast(z.detach(), work)
-        z_native = _cast(z.detach(), own) if own != work else None
-        key = (tuple(z.shape), z.dtype, work, grouped)
-        if key not in self._checked:
+        if self.failed is not None or not params or (
+                optimizer is not None and update is None):
+            # Compiling failed, no parameters (noise adjusters), or an
+            # optimizer the graph does not apply (its first step makes
+            # Adam's state): eagerly.
+            return self._eager(args, {}, optimizer)
+        key = (tuple(z.shape), z.dtype, z0.dtype, grouped, initial is None)
+        first = key not in self._checked
+        if first:
             # What gal_step refuses, checked eagerly once per shape:
             # torch.func would give a zero gradient for a loss that does
             # not depend on z.
-            with torch.enable_grad():
-                loss_and_grad(z0.detach().requires_grad_(True), loss_fn,
-                              loss_shape, grouped)
+            loss_and_grad(z0, loss_fn, spec.loss_shape, grouped)
             self._checked.add(key)
+        spec = spec._replace(loss_shape=None)
         if not isinstance(lr, Tensor):
             # One element, not 0-dim: dynamo guards a 0-dim float64 CPU
             # tensor by its value (a host read per call).
-            lr = torch.full((1, ), float(lr), dtype=work, device=z.device)
-        adj_dtype = next(iter(params.values())).dtype
+            lr = torch.full((1, ), float(lr), dtype=z0.dtype,
+                            device=z.device)
+        t0 = time.perf_counter()
         try:
-            out, grads = self._fn(params, self._buffers, z0, lr, loss_fn,
-                                  adjuster, adj_dtype, float(sigma),
-                                  float(gamma), policy, remainder, grouped,
-                                  z.dtype,
-                                  resolve_normalize(normalize, z.shape[-1]),
-                                  objective, z_native, update)
+            out, grads = self._fn(
+                params, self._buffers, z0, z_native, lr, loss_fn, adjuster,
+                spec, initial, self._initial_params if initial is not None
+                else None, update)
         except Exception as err:
-            if not type(err).__module__.startswith(
-                    ('torch._dynamo', 'torch._inductor')):
+            if not _is_compile_error(err):
                 raise
-            cause = getattr(err, 'inner_exception', None) or err
-            first = (str(cause).strip().splitlines() or [''])[0]
-            hint = ''
-            if 'torchinductor' in first or 'TORCHINDUCTOR' in first:
-                # e.g. a compile killed mid-write leaves an empty .so there
-                hint = (". It names a file in torch's compile cache, "
-                        'which may be damaged (a compile killed while '
-                        'writing it): delete that file, or set '
-                        'TORCHINDUCTOR_CACHE_DIR to an empty folder')
-            raise RuntimeError(
-                'CompiledGALStep: torch.compile could not build the GAL '
-                f'step ({type(cause).__name__}: {first}){hint}. The eager '
-                "step gives the same update: set fast='auto' "
-                "(GALOptimWrapper) or fast='eager' (GALSettings)") from err
+            reason = _compile_error(err)
+            if self.on_fallback is None:
+                raise RuntimeError(
+                    'CompiledGALStep: torch.compile could not build the GAL '
+                    f"step {reason}. The eager step gives the same update: "
+                    "set fast='eager'") from err
+            self.failed = reason
+            self.on_fallback(reason)
+            return self._eager(args, {}, optimizer)
+        if first and self.on_compile is not None:
+            self.on_compile(tuple(z.shape), time.perf_counter() - t0)
         if grads is not None:
             # Accumulated: the wrapper sums over micro-batches and groups.
             add_to_grads([self._params[k] for k in grads],

@@ -21,10 +21,11 @@ branch on a tensor value, so the step adds no host-device synchronisation.
 """
 import math
 import numbers
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, Dict, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from .remainders import has_remainder
 
@@ -43,6 +44,14 @@ OBJECTIVES = ('normalized', 'abs')
 # d > 1, batch for d = 1).
 NORMALIZATIONS = ('auto', 'row', 'batch')
 _EPS = 1e-12
+# GALOutput.stats, in order: sums over the step's finite groups of |R|,
+# |R| / (eta |g~|)^2, the cosine of g and the adjustment and l - l'; the
+# adopted and the non-finite groups, the groups; with a probe (an initial
+# adjuster given to the step), |R| with the current and with the initial
+# adjuster, the mean cosine of their adjustments and 1 (else zeros).
+STAT_NAMES = ('abs_remainder', 'remainder', 'adopt_rate', 'cos_sim',
+              'nonfinite', 'tentative_gain', 'steps', 'probe_learned',
+              'probe_initial', 'cos_init', 'probes')
 
 
 class GALOutput(NamedTuple):
@@ -65,6 +74,9 @@ class GALOutput(NamedTuple):
             remainder: R - eta <g~, g>, not a difference of two losses).
         scaled_remainder: |R| / (eta |g~|)^2 (0 where the step is 0): the
             curvature along the step, of order one whatever eta.
+        stats: float32 vector of this step's sums named by
+            :data:`STAT_NAMES` (over its groups), for logging: the front
+            ends add these vectors up on the device between reads.
     """
     grad: Tensor
     vanilla_grad: Tensor
@@ -76,6 +88,7 @@ class GALOutput(NamedTuple):
     cos_sim: Tensor
     loss_change: Tensor
     scaled_remainder: Tensor
+    stats: Tensor
 
 
 def check_real(name: str, value, low: float = 0.0,
@@ -206,20 +219,6 @@ def add_to_grads(params: list, grads: list) -> None:
         torch._foreach_add_([a for a, _ in acc], [b for _, b in acc])
 
 
-def _accumulate(params: list, grads: tuple, keep: Tensor) -> None:
-    """Add ``grads`` to the parameters' ``.grad`` where ``keep`` (a bool
-    tensor) is true, else add nothing: one masked copy over all of them
-    (a NaN gradient must not reach ``.grad``, so no multiply-by-0)."""
-    pairs = [(p, gp) for p, gp in zip(params, grads) if gp is not None]
-    if not pairs:
-        return
-    flat = torch.cat([gp.reshape(-1) for _, gp in pairs])
-    flat = torch.where(keep, flat, flat.new_zeros(()))
-    parts = flat.split([p.numel() for p, _ in pairs])
-    add_to_grads([p for p, _ in pairs],
-                 [part.view_as(p) for (p, _), part in zip(pairs, parts)])
-
-
 def _rownorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
@@ -313,13 +312,36 @@ def _cosine(g: Tensor, a: Tensor) -> Tensor:
     return (_unit_rows(g) * _unit_rows(a)).sum(-1)
 
 
+def _step_stats(terms: _Terms, finite: Tensor, adopt: Tensor,
+                cos: Tensor, probe: Optional[Tensor]) -> Tensor:
+    """GALOutput.stats (see :data:`STAT_NAMES`): non-finite groups add 0
+    to the sums of |R|, cos and l - l'."""
+    zero = terms.rem.new_zeros(())
+
+    def finite_sum(x):
+        return torch.where(finite, x, zero).sum().float()
+
+    vec = torch.stack([
+        finite_sum(terms.rem.detach().abs()),
+        finite_sum(terms.scaled),
+        adopt.sum().float(),
+        finite_sum(cos),
+        (~finite).sum().float(),
+        finite_sum(-terms.change.detach()),
+        torch.full((), adopt.numel(), dtype=torch.float32,
+                   device=zero.device)
+    ])
+    return torch.cat([vec, probe if probe is not None else vec.new_zeros(4)])
+
+
 def _decide(loss: Tensor, terms: _Terms, finite: Tensor, g: Tensor,
             a: Tensor, policy: str, grouped: bool, out_dtype: torch.dtype,
-            native: Optional[tuple] = None) -> GALOutput:
-    """Algorithm 1, lines 7-10, per group (on l' - l), and the logged
-    cosine. ``native``: (loss, g) in the output's own dtype where GAL's
-    maths ran in another; the model gets that g and logs that loss, as
-    without GAL."""
+            native: Optional[tuple] = None,
+            probe: Optional[Tensor] = None) -> GALOutput:
+    """Algorithm 1, lines 7-10, per group (on l' - l), the logged cosine
+    and the step's statistics. ``native``: (loss, g) in the output's own
+    dtype where GAL's maths ran in another; the model gets that g and logs
+    that loss, as without GAL."""
     if policy == 'le':
         adopt = terms.change <= 0
     elif policy == 'lt':
@@ -338,6 +360,7 @@ def _decide(loss: Tensor, terms: _Terms, finite: Tensor, g: Tensor,
         loss_out, g_out = native[0], _cast(native[1], out_dtype)
         g_adj = g_out + _cast(terms.adj.detach(), out_dtype)
     grad = torch.where(rows_adopt, g_adj, g_out)
+    cos = _per_group(_cosine(g, a), grouped, mean=True)
     return GALOutput(
         grad=grad,
         vanilla_grad=g_out,
@@ -346,35 +369,173 @@ def _decide(loss: Tensor, terms: _Terms, finite: Tensor, g: Tensor,
         remainder=terms.rem.detach(),
         adopted=adopt,
         nonfinite=~finite,
-        cos_sim=_per_group(_cosine(g, a), grouped, mean=True),
+        cos_sim=cos,
         loss_change=terms.change.detach(),
-        scaled_remainder=terms.scaled)
+        scaled_remainder=terms.scaled,
+        stats=_step_stats(terms, finite, adopt, cos, probe))
 
 
-def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
-    """``loss_fn(z0)`` and its gradient g w.r.t. ``z0`` (which requires
-    grad), or ``ValueError`` when the loss has the wrong shape or does not
-    depend on z."""
-    loss = loss_fn(z0)
+def _check_loss(loss, loss_shape: tuple, grouped: bool) -> None:
     if not isinstance(loss, Tensor) or tuple(loss.shape) != loss_shape:
         raise ValueError(
             'loss_fn must return ' +
             (f'a ({loss_shape[0]}, ) tensor (one loss per group)'
              if grouped else 'a 0-dim tensor (the scalar loss)') +
             f', got {getattr(loss, "shape", type(loss))}')
-    if not loss.requires_grad:
-        raise ValueError('loss_fn(z) does not depend on z (its result has '
-                         'no gradient w.r.t. z): pass the loss computed from '
-                         'the z it is given')
-    loss = _cast(loss, z0.dtype)
-    # Groups do not share rows, so the gradient of the sum is each group's
-    # own gradient.
-    g, = torch.autograd.grad(loss.sum() if grouped else loss, z0,
-                             allow_unused=True)
-    if g is None:
-        raise ValueError('loss_fn(z) does not depend on z (z is not in its '
-                         'graph): pass the loss computed from the z it is '
-                         'given')
+
+
+_NO_Z = ('loss_fn(z) does not depend on z ({}): pass the loss computed '
+         'from the z it is given')
+
+
+class EagerGrads:
+    """How the eager step takes its two gradients: ``torch.autograd.grad``
+    behind ``torch.func.grad``'s contract (``grad(fn)(x)`` returns the
+    gradient of ``fn(x)[0]`` w.r.t. x, and ``fn(x)[1]``), and the adjuster
+    called as the module it is. One backward each: functorch's transform
+    would dispatch every operator through its own layers, at twice the
+    host time."""
+
+    @staticmethod
+    def grad(fn: Callable) -> Callable:
+
+        def run(x):
+            with torch.enable_grad():
+                if isinstance(x, dict):  # the adjuster's own parameters
+                    out, aux = fn(x)
+                    grads = torch.autograd.grad(out, list(x.values()),
+                                                allow_unused=True)
+                    return dict(zip(x, grads)), aux
+                leaf = x.detach().requires_grad_(True)
+                out, aux = fn(leaf)
+                if not out.requires_grad:
+                    raise ValueError(_NO_Z.format(
+                        'its result has no gradient w.r.t. z'))
+                g, = torch.autograd.grad(out, leaf, allow_unused=True)
+            if g is None:
+                raise ValueError(_NO_Z.format('z is not in its graph'))
+            return g, aux
+
+        return run
+
+    @staticmethod
+    def call(adjuster: nn.Module, params: Dict[str, Tensor],
+             buffers: Dict[str, Tensor], x: Tensor) -> Tensor:
+        return adjuster(x)
+
+
+class FunctionalGrads:
+    """How the compiled step takes them: ``torch.func.grad`` and the
+    adjuster as a function of its parameters, which ``torch.compile``
+    traces into one graph (it cannot trace ``torch.autograd.grad``)."""
+
+    @staticmethod
+    def grad(fn: Callable) -> Callable:
+        return torch.func.grad(fn, has_aux=True)
+
+    @staticmethod
+    def call(adjuster: nn.Module, params: Dict[str, Tensor],
+             buffers: Dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(adjuster, (params, buffers), (x, ))
+
+
+class StepSpec(NamedTuple):
+    """A step's settings, resolved and checked (constants of its graph).
+    ``loss_shape``: the shape ``loss_fn`` must return, checked in the step
+    (None: checked before it, as the compiled step does once per shape)."""
+    sigma: float
+    gamma: float
+    policy: str
+    remainder: str
+    grouped: bool
+    normalize: str
+    objective: str
+    out_dtype: torch.dtype
+    adj_dtype: torch.dtype
+    loss_shape: Optional[tuple]
+
+
+def run_step(grads, adjuster: nn.Module, params: Dict[str, Tensor],
+             buffers: Dict[str, Tensor], z: Tensor,
+             z_native: Optional[Tensor], lr, loss_fn, spec: StepSpec,
+             initial: Optional[nn.Module] = None,
+             initial_params: Optional[Dict[str, Tensor]] = None):
+    """The GAL step, written once: eagerly with ``grads=EagerGrads``, and
+    as it is under ``torch.compile`` with ``FunctionalGrads``.
+
+    z is the constant output features in the work dtype (``z_native``: in
+    the model's own dtype where that differs). g and l at z (Eq. 1), the
+    adjuster's output at z, Eq. 4-5, R and l' - l (:func:`_remainder`),
+    the adjuster's gradient (zero for a non-finite step), Algorithm 1's
+    choice and the statistics. ``initial``: a frozen copy of the adjuster
+    at its initial weights (a probe on logging iterations: its |R| on this
+    batch and the cosine of the two adjustments join the statistics).
+
+    Returns (GALOutput, the adjuster's gradient per parameter name).
+    """
+    with torch.autocast(device_type=z.device.type, enabled=False):
+
+        def task_loss(zz):
+            loss = loss_fn(zz)
+            if spec.loss_shape is not None:
+                _check_loss(loss, spec.loss_shape, spec.grouped)
+            loss = loss.to(zz.dtype)
+            return (loss.sum() if spec.grouped else loss), loss
+
+        # Groups do not share rows: the gradient of the sum is each
+        # group's own gradient.
+        g, loss = grads.grad(task_loss)(z)
+        loss = loss.detach()
+        native = None
+        if z_native is not None:
+            g_n, loss_n = grads.grad(task_loss)(z_native)
+            native = (loss_n.detach(), g_n)
+        x = _cast(z, spec.adj_dtype)
+
+        def objective(p):
+            a = _cast(grads.call(adjuster, p, buffers, x), z.dtype)
+            terms = _remainder(z, g, loss, a, loss_fn, lr, spec.sigma,
+                               spec.gamma, spec.remainder, spec.grouped,
+                               spec.normalize, spec.objective)
+            return terms.objective.sum(), (a.detach(), terms)
+
+        if params:
+            adj_grads, (a, terms) = grads.grad(objective)(params)
+        else:  # no trainable parameters (the noise adjusters)
+            adj_grads, (a, terms) = {}, objective(params)[1]
+        finite = _finite(terms, lr)
+        keep = finite.all() if spec.grouped else finite
+        # A masked copy, not a multiply by 0: a NaN must not reach .grad.
+        adj_grads = {k: torch.where(keep, v, v.new_zeros(()))
+                     for k, v in adj_grads.items() if v is not None}
+        probe = None
+        if initial is not None:
+            a0 = _cast(grads.call(initial, initial_params, buffers, x),
+                       z.dtype).detach()
+            rem0 = _remainder(z, g, loss, a0, loss_fn, lr, spec.sigma,
+                              spec.gamma, spec.remainder, spec.grouped,
+                              spec.normalize, spec.objective).rem.detach()
+            cos = _cosine(a, a0).mean()
+            probe = torch.stack([
+                terms.rem.detach().abs().sum(),
+                rem0.abs().sum(), cos, torch.ones_like(cos)
+            ]).float()
+        out = _decide(loss, terms, finite, g, a, spec.policy, spec.grouped,
+                      spec.out_dtype, native, probe)
+    return out, adj_grads
+
+
+def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
+    """``loss_fn(z0)`` and its gradient g w.r.t. ``z0``, or ``ValueError``
+    when the loss has the wrong shape or does not depend on z."""
+
+    def task_loss(zz):
+        loss = loss_fn(zz)
+        _check_loss(loss, loss_shape, grouped)
+        loss = _cast(loss, zz.dtype)
+        return (loss.sum() if grouped else loss), loss
+
+    g, loss = EagerGrads.grad(task_loss)(z0)
     return loss, g
 
 
@@ -408,6 +569,29 @@ def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
     return tuple(z.shape[:1]) if grouped else ()
 
 
+def prepare_step(z: Tensor, loss_fn, adjuster: nn.Module, lr,
+                 sigma: float, gamma: float = 1.0, policy: str = 'le',
+                 remainder: str = 'exact', grouped: bool = False,
+                 dtype: Optional[torch.dtype] = None,
+                 objective: str = 'normalized', normalize: str = 'auto'):
+    """Check a step's arguments and resolve what :func:`run_step` takes:
+    (spec, z in the work dtype, z in the model's dtype or None). Outside
+    autocast, the model's loss and gradient are in z's dtype, at least
+    float32 (as without GAL); GAL's maths in :func:`work_dtype`."""
+    loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
+                                 remainder, grouped, dtype, objective,
+                                 normalize)
+    own = native_dtype(z.dtype)
+    work = work_dtype(z.dtype, dtype, remainder, loss_fn)
+    adj_dtype = next((p.dtype for p in adjuster.parameters()), work)
+    spec = StepSpec(float(sigma), float(gamma), policy, remainder, grouped,
+                    resolve_normalize(normalize, z.shape[-1]), objective,
+                    z.dtype, adj_dtype, loss_shape)
+    z0 = _cast(z.detach(), work)
+    z_native = _cast(z.detach(), own) if own != work else None
+    return spec, z0, z_native
+
+
 def gal_step(z: Tensor,
              loss_fn: Callable[[Tensor], Tensor],
              adjuster: nn.Module,
@@ -419,8 +603,10 @@ def gal_step(z: Tensor,
              grouped: bool = False,
              dtype: Optional[torch.dtype] = None,
              objective: str = 'normalized',
-             normalize: str = 'auto') -> GALOutput:
-    """Run one gradient-adjustment step.
+             normalize: str = 'auto',
+             initial: Optional[nn.Module] = None) -> GALOutput:
+    """Run one gradient-adjustment step (eagerly; :class:`CompiledGALStep`
+    runs the same :func:`run_step` as one compiled graph).
 
     Args:
         z (Tensor): Output features, shape ``(..., d)``; detached here, so
@@ -470,40 +656,19 @@ def gal_step(z: Tensor,
             adjustment scaled to sigma |g| over all rows: a deviation from
             Eq. 4 under which a one-feature adjuster gets a gradient) or
             ``'auto'`` (default: row for d > 1, batch for d = 1).
+        initial (nn.Module, optional): The adjuster at its initial weights
+            (frozen): probes this batch's |R| with it (``stats``).
 
     Returns:
         GALOutput: see its docstring.
     """
-    loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                 remainder, grouped, dtype, objective,
-                                 normalize)
-    normalize = resolve_normalize(normalize, z.shape[-1])
-    out_dtype = z.dtype
-    # Outside autocast. The model's loss and gradient in z's dtype, at
-    # least float32 (as without GAL); GAL's maths in work_dtype, with the
-    # loss and gradient evaluated again where that differs.
-    own = native_dtype(z.dtype)
-    work = work_dtype(z.dtype, dtype, remainder, loss_fn)
-    adj_dtype = next((p.dtype for p in adjuster.parameters()), work)
-    native = None
-    with torch.autocast(device_type=z.device.type, enabled=False), \
-            torch.enable_grad():
-        z0 = _cast(z.detach(), own).requires_grad_(True)
-        loss, g = loss_and_grad(z0, loss_fn, loss_shape, grouped)
-        if work != own:
-            native = (loss.detach(), g)
-            z0 = _cast(z.detach(), work).requires_grad_(True)
-            loss, g = loss_and_grad(z0, loss_fn, loss_shape, grouped)
-        zc = z0.detach()
-        loss = loss.detach()
-        a = _cast(adjuster(_cast(zc, adj_dtype)), work)
-        terms = _remainder(zc, g, loss, a, loss_fn, lr, sigma, gamma,
-                           remainder, grouped, normalize, objective)
-        finite = _finite(terms, lr)
-        params = [p for p in adjuster.parameters() if p.requires_grad]
-        if params and terms.objective.requires_grad:
-            grads = torch.autograd.grad(terms.objective.sum(), params,
-                                        allow_unused=True)
-            _accumulate(params, grads, finite.all() if grouped else finite)
-    return _decide(loss, terms, finite, g, a.detach(), policy, grouped,
-                   out_dtype, native)
+    spec, z0, z_native = prepare_step(
+        z, loss_fn, adjuster, lr, sigma, gamma, policy, remainder, grouped,
+        dtype, objective, normalize)
+    params = {k: p for k, p in adjuster.named_parameters()
+              if p.requires_grad}
+    out, grads = run_step(EagerGrads, adjuster, params, {}, z0, z_native,
+                          lr, loss_fn, spec, initial,
+                          None if initial is None else {})
+    add_to_grads([params[k] for k in grads], list(grads.values()))
+    return out

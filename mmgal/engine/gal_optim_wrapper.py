@@ -14,14 +14,17 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from mmgal.core import (ADJUSTER_KINDS, CompiledGALStep, build_adjuster,
-                        check_arch, check_gal_args, check_real,
-                        dtype_from_name, fast_optimizer, gal_step, is_real,
+from mmgal.core import (ADJUSTER_KINDS, STAT_NAMES, CompiledGALStep,
+                        build_adjuster, check_arch, check_gal_args,
+                        check_real, compile_unavailable, dtype_from_name,
+                        fast_optimizer, gal_step, is_real,
                         warn_if_unlearnable)
 
 GAL_STATE_KEY = 'gal'
-# 'auto': the eager step, fused/foreach adjuster optimizer where PyTorch has
-# one; 'compile': also the step as one torch.compile-d graph; 'eager': the
+# 'auto': the step as one torch.compile-d graph where torch.compile works
+# here, else eagerly; 'compile': compiled wherever it can be tried; both
+# with a fused/foreach adjuster optimizer where PyTorch has one, and both
+# run eagerly, with one warning, where compiling fails. 'eager': the
 # reference implementation, op by op.
 FAST_MODES = ('auto', 'compile', 'eager')
 # Above this sigma the wrapper warns (the paper uses 0.001-0.01, 0.2 on its
@@ -34,14 +37,9 @@ DEFAULT_ADJUSTER_OPTIMIZER = dict(type='Adam', lr=1e-3)
 # adjuster_optimizer='model': the model optimizer's type and settings, as
 # the paper (the adjuster as one more param group of the model optimizer).
 MODEL_OPTIMIZER = 'model'
-# The per-step sums kept on the device between logging intervals, in the
-# order of the stats vector: |R|, |R| / (eta |g~|)^2, adopted, cosine,
-# non-finite, l - l', steps; then, on the probed steps of a logging
-# iteration, |R| with the current and with the initial adjuster, the
-# cosine of their adjustments, probed steps.
-_SUMS = ('abs_remainder', 'remainder', 'adopt_rate', 'cos_sim', 'nonfinite',
-         'tentative_gain', 'steps', 'probe_learned', 'probe_initial',
-         'cos_init', 'probes')
+# The per-step sums kept on the device between logging intervals
+# (GALOutput.stats, summed).
+_SUMS = STAT_NAMES
 
 
 class _InjectGrad(torch.autograd.Function):
@@ -190,13 +188,17 @@ class GALOptimWrapper(OptimWrapper):
             (``'float16'``, ``'bfloat16'``); setting it switches AMP on.
         use_fsdp (bool): Accepted for config compatibility with
             :class:`AmpOptimWrapper`; only False is supported.
-        fast (str): ``'auto'`` (default): the adjuster's optimizer uses
-            PyTorch's fused (else foreach) implementation where it has one
-            and the settings chose none; ``'compile'``: that, and the GAL
-            step runs as one ``torch.compile``-d graph
-            (:class:`mmgal.core.CompiledGALStep`; compiles on the first
-            iteration and once more for a new batch shape); ``'eager'``:
-            the plain per-operator step and optimizer. All compute the same
+        fast (str): ``'auto'`` (default): the GAL step runs as one
+            ``torch.compile``-d graph (:class:`mmgal.core.CompiledGALStep`:
+            compiled on the first iteration and once more for a new batch
+            shape, the time logged) where torch.compile works here (a C++
+            compiler for the CPU, Triton for CUDA, not switched off by
+            ``TORCH_COMPILE_DISABLE=1``), else eagerly, and the adjuster's
+            optimizer uses PyTorch's fused (else foreach) implementation
+            where it has one and the settings chose none; ``'compile'``:
+            the same, compiling wherever it can be tried; where compiling
+            fails, both log one warning and run eagerly. ``'eager'``: the
+            plain per-operator step and optimizer. All compute the same
             update up to float rounding.
         gal_dtype (str, optional): The dtype of GAL's maths (the losses at
             z and z', the remainder, the choice): ``'float32'`` or
@@ -241,7 +243,8 @@ class GALOptimWrapper(OptimWrapper):
                              f'{fast!r}')
         self.fast = fast
         self.gal_dtype = dtype_from_name('gal_dtype', gal_dtype)
-        self._gal_step = CompiledGALStep() if fast == 'compile' else gal_step
+        # Picked for the head's device by setup_adjuster().
+        self._gal_step = gal_step
         if adjuster not in ADJUSTER_KINDS:
             raise ValueError(f'adjuster must be one of {ADJUSTER_KINDS}, got '
                              f'{adjuster!r}')
@@ -475,6 +478,31 @@ class GALOptimWrapper(OptimWrapper):
         self._lr_group_known = False
         self._prepared = True
 
+    def _select_step(self, device: Union[str, torch.device]):
+        """The GAL step for ``fast`` on ``device``: compiled where it can
+        be (see ``fast``), else the eager step, with the reason logged."""
+        if self.fast == 'eager':
+            return gal_step
+        reason = compile_unavailable(device)
+        if reason is not None and torch._dynamo.config.disable:
+            return gal_step  # the user switched torch.compile off
+        if reason is not None and self.fast == 'auto':
+            print_log(f'GAL: the step runs eagerly: {reason}.',
+                      logger='current', level=logging.WARNING)
+            return gal_step
+
+        def fallback(why: str) -> None:
+            print_log(f'GAL: torch.compile could not build the step {why}; '
+                      'it runs eagerly from now on (the same update, more '
+                      "host time per step; fast='eager' skips compiling).",
+                      logger='current', level=logging.WARNING)
+
+        def compiled(shape: tuple, seconds: float) -> None:
+            print_log(f'GAL: compiled the step for z of shape {shape} in '
+                      f'{seconds:.1f} s.', logger='current')
+
+        return CompiledGALStep(on_fallback=fallback, on_compile=compiled)
+
     def setup_adjuster(self, dim: int,
                        device: Union[str, torch.device, None] = None,
                        head_params: Optional[Sequence[nn.Parameter]] = None
@@ -499,6 +527,7 @@ class GALOptimWrapper(OptimWrapper):
                 raise ValueError(f'the adjuster was already built for dim '
                                  f'{self.adjuster.dim}, now asked for {dim}')
             return self.adjuster  # a later run of the same runner
+        self._gal_step = self._select_step(device)
         warn_if_unlearnable(self.adjuster_kind, dim, self.normalize)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -613,68 +642,24 @@ class GALOptimWrapper(OptimWrapper):
         if not self._lr_group_known:
             self._lr_group = self._find_lr_group(z)
             self._lr_group_known = True
-        kwargs = self._step_kwargs(grouped)
-        out = self._gal_step(z, loss_fn, self.adjuster, **kwargs)
+        # On a logging iteration the step also probes the initial adjuster
+        # (gal/remainder_ratio, gal/cos_init).
+        initial = self._initial_adjuster if self.probe else None
+        out = self._gal_step(z, loss_fn, self.adjuster,
+                             initial=initial, **self._step_kwargs(grouped))
         self._gal_micro_steps += out.adopted.numel()
-        probe = None
-        if self.probe and self._initial_adjuster is not None:
-            probe = self._probe(z, loss_fn, out, kwargs)
-        self._record(out, probe)
+        # One vector per step (a grouped step: summed over its groups),
+        # kept on the device (see _SUMS).
+        if self._stats is None:
+            self._stats = out.stats.clone()
+        else:
+            self._stats += out.stats
         loss = out.loss.sum() if grouped else out.loss
         # The dtype the loss has without GAL: float64 GAL maths do not turn
         # the model's loss into float64.
         return _InjectGrad.apply(
             z, loss.to(torch.promote_types(z.dtype, torch.float32)),
             out.grad)
-
-    @torch.no_grad()
-    def _probe(self, z: Tensor, loss_fn, out, kwargs: dict) -> Tensor:
-        """On a logging iteration: this batch's |R| with the initial
-        (frozen) adjuster, and the cosine of the two adjusters' outputs.
-        The current adjuster has not trained on this batch yet, so its
-        |R| here is a held-out measurement. Returns (|R| learned,
-        |R| initial, mean cosine, 1), summed over groups."""
-        initial = gal_step(z, loss_fn, self._initial_adjuster, **kwargs)
-        zc = z.detach()
-        dtype = next(self.adjuster.parameters()).dtype
-        a_now = self.adjuster(zc.to(dtype)).float()
-        a_init = self._initial_adjuster(zc.to(dtype)).float()
-        cos = torch.nn.functional.cosine_similarity(
-            a_now.flatten(0, -2), a_init.flatten(0, -2), dim=-1,
-            eps=1e-12).mean()
-        return torch.stack([
-            out.remainder.abs().sum().float(),
-            initial.remainder.abs().sum().float(), cos,
-            cos.new_ones(())
-        ])
-
-    def _record(self, out, probe: Optional[Tensor] = None) -> None:
-        # One vector per step (a grouped step: summed over its groups),
-        # kept on the device (see _SUMS). Non-finite steps add 0 to the
-        # sums of |R|, cos and l - l' (their averages are over the finite
-        # steps).
-        finite = ~out.nonfinite
-        zero = out.remainder.new_zeros(())
-
-        def finite_sum(x):
-            return torch.where(finite, x, zero).sum().float()
-
-        vec = torch.stack([
-            finite_sum(out.remainder.abs()),
-            finite_sum(out.scaled_remainder),
-            out.adopted.sum().float(),
-            finite_sum(out.cos_sim),
-            out.nonfinite.sum().float(),
-            finite_sum(-out.loss_change),
-            torch.full((), out.adopted.numel(), dtype=torch.float32,
-                       device=zero.device)
-        ])
-        vec = torch.cat([vec, probe.to(vec.device) if probe is not None
-                         else vec.new_zeros(4)])
-        if self._stats is None:
-            self._stats = vec
-        else:
-            self._stats += vec
 
     def _weights(self, adjuster: Optional[nn.Module] = None
                  ) -> Optional[Tensor]:

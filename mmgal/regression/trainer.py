@@ -3,6 +3,7 @@
 Both arms of a comparison share the seed: the same split, the same initial
 weights (the model is built before the adjuster) and the same batch order.
 """
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -13,14 +14,22 @@ from torch import Tensor, nn
 
 from mmgal.core import (CompiledGALStep, GALOutput, build_adjuster,
                         check_count, check_gal_args, check_real,
-                        dtype_from_name, fast_optimizer, gal_step, mse_loss,
+                        compile_unavailable, dtype_from_name,
+                        fast_optimizer, gal_step, mse_loss,
                         warn_if_unlearnable)
 
 # GALSettings.fast: 'eager' (the reference: eager step, for-loop Adam, what
-# produced docs/results' Table V), 'auto' (eager step, fused Adam for the
-# adjuster), 'compile' (the step and the adjuster's Adam update as one
-# torch.compile-d graph).
+# produced docs/results' Table V), 'auto' (the step and the adjuster's Adam
+# update as one torch.compile-d graph where torch.compile works here, else
+# the eager step with a fused Adam), 'compile' (compiled wherever it can be
+# tried); where compiling fails, one warning and the eager step.
 FAST_MODES = ('eager', 'auto', 'compile')
+
+
+def _warn_fallback(reason: str) -> None:
+    warnings.warn(f'GAL: torch.compile could not build the step {reason}; '
+                  'it runs eagerly from now on (the same training).',
+                  stacklevel=2)
 
 
 class MLPRegressor(nn.Module):
@@ -68,14 +77,17 @@ class GALSettings:
             ``'normal'``).
         lr_ratio (float): Adjuster lr = ``lr_ratio`` * model lr (Adam
             without weight decay).
-        fast (str): How the GAL step runs: ``'eager'`` (default, the
-            reference: the eager step and a for-loop Adam, bit for bit what
-            produced the published tables), ``'auto'`` (the eager step and
-            PyTorch's fused Adam for the adjuster) or ``'compile'`` (the
-            step and the adjuster's Adam update as one ``torch.compile``-d
-            graph, see :class:`mmgal.core.CompiledGALStep`; compiling takes
-            seconds once, and once more for the smaller last batch). All
-            give the same training up to float rounding.
+        fast (str): How the GAL step runs: ``'auto'`` (default: the step
+            and the adjuster's Adam update as one ``torch.compile``-d
+            graph, see :class:`mmgal.core.CompiledGALStep`, where
+            torch.compile works here; compiling takes seconds once, and
+            once more for the smaller last batch; else the eager step and
+            PyTorch's fused Adam), ``'compile'`` (compiled wherever it can
+            be tried) or ``'eager'`` (the reference: the eager step and a
+            for-loop Adam, bit for bit what produced the published tables;
+            ``tools/regression.py``'s default). Where compiling fails, one
+            warning and the eager step. All give the same training up to
+            float rounding.
         gal_dtype (str, optional): The dtype of GAL's maths, ``'float32'``
             or ``'float64'``. Defaults to None: float32 (the exact form
             needs no more), as the authors' release.
@@ -89,7 +101,7 @@ class GALSettings:
     normalize: str = 'auto'
     kind: str = 'mlp'
     lr_ratio: float = 1.0
-    fast: str = 'eager'
+    fast: str = 'auto'
     gal_dtype: Optional[str] = None
 
     def __post_init__(self):
@@ -151,19 +163,21 @@ class RegressionStep:
         warn_if_unlearnable(gal.kind, 1, gal.normalize)
         self.adjuster = build_adjuster(gal.kind, 1, gal.arch).to(device)
         params = list(self.adjuster.parameters())
+        compiled = gal.fast == 'compile' or (
+            gal.fast == 'auto' and compile_unavailable(device) is None)
         if params:
             kwargs = dict(lr=lr * gal.lr_ratio)
-            if gal.fast == 'auto':
+            if gal.fast == 'auto' and not compiled:
                 self.adjuster_optimizer = fast_optimizer(
                     torch.optim.Adam, params, kwargs)
             else:
-                if gal.fast == 'compile' and device.type == 'cuda':
+                if compiled and device.type == 'cuda':
                     # Its step count on the GPU, so the compiled graph
                     # applies the update without a host-to-device copy.
                     kwargs['capturable'] = True
                 self.adjuster_optimizer = torch.optim.Adam(params, **kwargs)
-        if gal.fast == 'compile':
-            self._compiled = CompiledGALStep()
+        if compiled:
+            self._compiled = CompiledGALStep(on_fallback=_warn_fallback)
         self._dtype = dtype_from_name('gal_dtype', gal.gal_dtype)
 
     def __call__(self, x: Tensor,

@@ -249,9 +249,9 @@ def test_the_batched_step_equals_the_per_layer_path(own_box_losses):
 
 @pytest.mark.slow
 def test_the_batched_step_compiles_to_one_graph_with_the_same_update(
-        monkeypatch):
+        monkeypatch, compile_enabled):
     """fast='compile' on the DETR head: the grouped step with mmdet's box
-    maths traces without a graph break, updates as fast='auto' and, once
+    maths traces without a graph break, updates as fast='eager' and, once
     compiled, reads no tensor value on the host (torch.compile guards a
     0-dim CPU tensor it is given by its value). The reads are trapped
     before compiling (see test_compiled_step) and counted inside GAL's
@@ -266,7 +266,7 @@ def test_the_batched_step_compiles_to_one_graph_with_the_same_update(
     hidden, gts, metas = inputs()
     results = {}
     breaks = sum(counters['graph_break'].values())
-    for fast in ('auto', 'compile'):
+    for fast in ('eager', 'compile'):
         head = detr_head()
         cls, boxes = head(hidden)
         boxes = boxes.detach().requires_grad_(True)
@@ -294,7 +294,7 @@ def test_the_batched_step_compiles_to_one_graph_with_the_same_update(
     monkeypatch.undo()
     assert inside == [[]]
     assert sum(counters['graph_break'].values()) == breaks
-    (g_a, adj_a, st_a), (g_c, adj_c, st_c) = results['auto'], results[
+    (g_a, adj_a, st_a), (g_c, adj_c, st_c) = results['eager'], results[
         'compile']
     torch.testing.assert_close(g_c, g_a)
     for p, q in zip(adj_c, adj_a):

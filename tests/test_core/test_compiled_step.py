@@ -8,7 +8,7 @@ from host_reads import count_host_reads
 
 from mmgal.core import CompiledGALStep, GradientAdjuster, gal_step
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('compile_enabled')]
 
 
 def twin_adjusters(dim, arch=(16, 8)):
@@ -229,8 +229,9 @@ def test_compiled_step_steps_other_optimizers_and_pending_grads_eagerly():
 
 
 def test_a_compiler_failure_says_which_setting_avoids_it():
-    """A machine where torch.compile cannot build the step (no C++
-    compiler, no Triton) gets an error naming the eager settings."""
+    """Without ``on_fallback``, a machine where torch.compile cannot build
+    the step (no C++ compiler, no Triton) gets an error naming the eager
+    setting."""
     def broken_backend(gm, example_inputs):
         raise OSError('no working C++ compiler found')
 
@@ -241,7 +242,7 @@ def test_a_compiler_failure_says_which_setting_avoids_it():
     adj, _ = twin_adjusters(3)
     z, y = torch.randn(7, 3), torch.randint(0, 3, (7, ))
     with pytest.raises(RuntimeError, match=r"could not build the GAL step "
-                       r"\(.*no working C\+\+ compiler.*fast='auto'"):
+                       r"\(.*no working C\+\+ compiler.*fast='eager'"):
         step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
 
     # A damaged compile cache (a compile killed mid-write leaves an empty
@@ -253,13 +254,71 @@ def test_a_compiler_failure_says_which_setting_avoids_it():
     torch._dynamo.reset()
     with pytest.raises(RuntimeError, match=r"file too short\)\. It names "
                        r"a file in torch's compile cache.*delete that file, "
-                       r"or set TORCHINDUCTOR_CACHE_DIR.*fast='auto'"):
+                       r"or set TORCHINDUCTOR_CACHE_DIR.*fast='eager'"):
         CompiledGALStep(backend=damaged_cache)(
             z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
     # A loss that fails on its own is not reworded.
     with pytest.raises(ValueError, match='mine'):
         step(z, lambda t: (_ for _ in ()).throw(ValueError('mine')), adj,
              0.1, 0.1)
+
+
+def test_a_compiler_failure_falls_back_to_the_eager_step_once():
+    """With ``on_fallback`` the run goes on: told the reason once, every
+    call then runs the eager step and gives what it gives."""
+    def broken_backend(gm, example_inputs):
+        raise OSError('no working C++ compiler found')
+
+    torch._dynamo.reset()
+    told = []
+    step = CompiledGALStep(backend=broken_backend, on_fallback=told.append)
+    adj_c, adj_e = twin_adjusters(3)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        z, y = torch.randn(7, 3, generator=gen), torch.randint(
+            0, 3, (7, ), generator=gen)
+        out_c = step(z, lambda t: F.cross_entropy(t, y), adj_c, 0.1, 0.1)
+        out_e = gal_step(z, lambda t: F.cross_entropy(t, y), adj_e, 0.1,
+                         0.1)
+        for field in out_c._fields:
+            assert torch.equal(getattr(out_c, field),
+                               getattr(out_e, field)), field
+    assert len(told) == 1 and 'no working C++ compiler' in told[0]
+    assert step.failed == told[0]
+    for p, q in zip(adj_c.parameters(), adj_e.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_the_compile_time_is_reported_once_per_shape():
+    torch._dynamo.reset()
+    seen = []
+    step = CompiledGALStep(on_compile=lambda shape, s: seen.append(
+        (shape, s)))
+    adj, _ = twin_adjusters(3)
+    for n in (8, 8, 5, 5):
+        z, y = torch.randn(n, 3), torch.randint(0, 3, (n, ))
+        step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
+    assert [shape for shape, _ in seen] == [(8, 3), (5, 3)]
+    assert all(s > 0 for _, s in seen)
+
+
+def test_a_probe_in_the_compiled_step_equals_the_eager_probe():
+    """The initial adjuster's |R| and the cosine of the two adjustments
+    (GALOutput.stats' probe entries) are the eager step's."""
+    import copy
+    step = CompiledGALStep()
+    adj_c, adj_e = twin_adjusters(10)
+    initial = copy.deepcopy(adj_c).requires_grad_(False)
+    with torch.no_grad():
+        for p in list(adj_c.parameters()) + list(adj_e.parameters()):
+            p.mul_(1.5)  # a trained adjuster: not the initial one
+    z, y = torch.randn(16, 10), torch.randint(0, 10, (16, ))
+    out_c = step(z, lambda t: F.cross_entropy(t, y), adj_c, 0.1, 0.3,
+                 initial=initial)
+    out_e = gal_step(z, lambda t: F.cross_entropy(t, y), adj_e, 0.1, 0.3,
+                     initial=initial)
+    assert_same(out_c, out_e, adj_c, adj_e)
+    assert out_e.stats[-1] == 1 and out_e.stats[-4] > 0
 
 
 def test_compiled_step_in_float64_equals_the_eager_one():

@@ -605,21 +605,72 @@ def test_fast_is_checked():
 
 
 @pytest.mark.slow
-def test_fast_compile_updates_like_auto():
+def test_the_default_compiles_the_step_and_updates_like_eager(
+        compile_enabled):
+    """fast='auto' (the default) compiles the step where torch.compile
+    works, and updates the model and the adjuster as fast='eager'."""
+    from mmgal.core import CompiledGALStep
     results = {}
-    for fast in ('auto', 'compile'):
+    for fast in ('eager', 'auto'):
         model, wrapper = make(arch=(8, ), sigma=0.1, fast=fast)
         wrapper.setup_adjuster(4)
         run_steps(model, wrapper, 3)
         results[fast] = (model, wrapper)
-    (m_a, w_a), (m_c, w_c) = results['auto'], results['compile']
-    for p, q in zip(m_a.parameters(), m_c.parameters()):
+    (m_e, w_e), (m_c, w_c) = results['eager'], results['auto']
+    assert isinstance(w_c._gal_step, CompiledGALStep)
+    assert w_c._gal_step.failed is None
+    assert not isinstance(w_e._gal_step, CompiledGALStep)
+    for p, q in zip(m_e.parameters(), m_c.parameters()):
         torch.testing.assert_close(p, q)
-    for p, q in zip(w_a.adjuster.parameters(), w_c.adjuster.parameters()):
+    for p, q in zip(w_e.adjuster.parameters(), w_c.adjuster.parameters()):
         torch.testing.assert_close(p, q)
-    sa, sc = w_a.pop_gal_stats(), w_c.pop_gal_stats()
-    for k in sa:
-        assert sc[k] == pytest.approx(sa[k], rel=1e-3, abs=1e-7), k
+    se, sc = w_e.pop_gal_stats(), w_c.pop_gal_stats()
+    for k in se:
+        assert sc[k] == pytest.approx(se[k], rel=1e-3, abs=1e-7), k
+
+
+def test_the_default_runs_eagerly_and_says_why_where_compile_cannot(
+        monkeypatch, compile_enabled):
+    """No C++ compiler (or compiling switched off): fast='auto' logs the
+    reason once and runs the eager step; a compile that fails later logs
+    one warning and goes on eagerly with the same update."""
+    import mmgal.engine.gal_optim_wrapper as gw
+    from mmgal.core import CompiledGALStep, gal_step as eager_step
+    logged = []
+    monkeypatch.setattr(gw, 'print_log',
+                        lambda msg, **kw: logged.append(msg))
+    monkeypatch.setattr(gw, 'compile_unavailable',
+                        lambda device: 'no working C++ compiler (test)')
+    model, wrapper = make(arch=(8, ), sigma=0.1)
+    wrapper.setup_adjuster(4)
+    assert wrapper._gal_step is eager_step
+    assert logged == ['GAL: the step runs eagerly: no working C++ '
+                      'compiler (test).']
+    # A compile that fails at its first call (a broken backend here).
+    logged.clear()
+    monkeypatch.setattr(gw, 'compile_unavailable', lambda device: None)
+    model_c, wrapper_c = make(arch=(8, ), sigma=0.1)
+    model_e, wrapper_e = make(arch=(8, ), sigma=0.1, fast='eager')
+    for w in (wrapper_c, wrapper_e):
+        w.setup_adjuster(4)
+
+    def broken(gm, example_inputs):
+        raise OSError('no working C++ compiler found')
+
+    step = wrapper_c._gal_step
+    assert isinstance(step, CompiledGALStep)
+    step._fn = torch.compile(step._fn._torchdynamo_orig_callable,
+                             backend=broken)
+    torch._dynamo.reset()
+    run_steps(model_c, wrapper_c, 3)
+    run_steps(model_e, wrapper_e, 3)
+    assert len(logged) == 1 and 'could not build the step' in logged[0] \
+        and 'no working C++ compiler found' in logged[0]
+    for p, q in zip(model_c.parameters(), model_e.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(wrapper_c.adjuster.parameters(),
+                    wrapper_e.adjuster.parameters()):
+        torch.testing.assert_close(p, q)
 
 
 def test_gal_dtype_float64_runs_gals_maths_in_float64():

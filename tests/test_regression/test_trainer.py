@@ -9,7 +9,7 @@ from mmgal.regression import (GALSettings, MLPRegressor, RegressionStep,
 
 
 def test_eager_mode_is_the_reference_loop_bit_for_bit():
-    gal = GALSettings(sigma=0.1, arch=(8, 4))
+    gal = GALSettings(sigma=0.1, arch=(8, 4), fast='eager')
     torch.manual_seed(0)
     step = RegressionStep(MLPRegressor(10, (16, )), 1e-2, gal=gal)
     # The loop the published tables come from, written out.
@@ -78,11 +78,27 @@ def _assert_same_training(got, want):
 
 
 def test_auto_mode_trains_as_the_eager_reference():
+    """Where torch.compile is off (as in this suite): the eager step with
+    a fused Adam."""
     _assert_same_training(_fit('auto'), _fit('eager'))
 
 
+def test_the_default_compiles_where_torch_compile_works(compile_enabled,
+                                                        monkeypatch):
+    import mmgal.regression.trainer as trainer
+    model = MLPRegressor(3, (4, ))
+    assert GALSettings().fast == 'auto'
+    step = RegressionStep(model, 1e-2, gal=GALSettings())
+    assert isinstance(step._compiled, trainer.CompiledGALStep)
+    monkeypatch.setattr(trainer, 'compile_unavailable',
+                        lambda device: 'no working C++ compiler (test)')
+    step = RegressionStep(model, 1e-2, gal=GALSettings())
+    assert step._compiled is None
+    assert step.adjuster_optimizer.defaults['fused']
+
+
 @pytest.mark.slow
-def test_compile_mode_trains_as_the_eager_reference():
+def test_compile_mode_trains_as_the_eager_reference(compile_enabled):
     """The step and the adjuster's Adam update compiled (its first step
     eager, then one graph per batch shape) train as the eager loop."""
     _assert_same_training(_fit('compile'), _fit('eager'))
@@ -91,7 +107,8 @@ def test_compile_mode_trains_as_the_eager_reference():
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason='needs a CUDA device')
-def test_compile_mode_on_cuda_trains_as_the_eager_reference():
+def test_compile_mode_on_cuda_trains_as_the_eager_reference(
+        compile_enabled):
     """On a GPU the adjuster's Adam keeps its step count on the device
     (capturable), so its update is in the compiled graph; the training is
     the eager one's."""
