@@ -9,7 +9,8 @@ from mmengine.registry import HOOKS
 
 from mmgal.adapters import (BaseGALAdapter, build_adapter,
                             find_supported_heads, supported_heads)
-from mmgal.utils.checkpoint import strip_executable_meta
+from mmgal.utils.checkpoint import (confine_runtime_info,
+                                    strip_executable_meta)
 from .gal_optim_wrapper import GALOptimWrapper
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
@@ -243,6 +244,7 @@ class GALHook(Hook):
         # Runs before Runner.resume reads meta['config'] (Python text it
         # would execute): GAL configs are safe with the stock scripts too.
         strip_executable_meta(checkpoint)
+        confine_runtime_info(checkpoint, runner)
 
     def after_run(self, runner) -> None:
         if self.adapter is not None:

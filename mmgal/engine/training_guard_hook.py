@@ -7,7 +7,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from mmgal.utils.checkpoint import strip_executable_meta
+from mmgal.utils.checkpoint import (confine_runtime_info,
+                                    strip_executable_meta)
 
 DATA_BATCH = Optional[dict]
 
@@ -60,6 +61,7 @@ class TrainingGuardHook(Hook):
     # -------------------------------------------------------------- load
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         strip_executable_meta(checkpoint)
+        confine_runtime_info(checkpoint, runner)
 
     # -------------------------------------------------------------- loss
     def after_train_iter(self,

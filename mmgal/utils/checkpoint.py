@@ -13,7 +13,10 @@ checkpoint's ``meta['config']`` text as a Python config.
 :func:`strip_executable_meta` removes it (``TrainingGuardHook`` and
 ``GALHook`` call it when a checkpoint is loaded, before ``resume`` reads
 it), and :func:`check_checkpoint_file` names an empty or truncated file
-before mmengine fails on it with a bare ``EOFError``.
+before mmengine fails on it with a bare ``EOFError``. Nor is it the only
+thing a resumed run trusts: :func:`confine_runtime_info` keeps from the
+checkpoint's ``runtime_info`` only file paths the run could have written
+itself and replaces the config text it carries with the run's own.
 """
 import logging
 import os
@@ -123,3 +126,91 @@ def check_checkpoint_file(path: str, field: str = 'load_from') -> None:
                 f'{field}: checkpoint {path!r} ({size} bytes) is not a '
                 'complete torch checkpoint (truncated, or another kind of '
                 'file): resume from an earlier checkpoint')
+
+
+def _inside(path, folder: str) -> bool:
+    """``path`` is a string naming a file inside ``folder``."""
+    if not isinstance(path, str) or not path or '://' in path:
+        return False
+    path, folder = osp.realpath(path), osp.realpath(folder)
+    return osp.commonpath([path, folder]) == folder and path != folder
+
+
+def confine_runtime_info(checkpoint: dict, runner) -> list:
+    """Keep from ``checkpoint['message_hub']['runtime_info']`` only what the
+    resuming run would have written itself, before ``Runner.resume`` loads
+    it; returns the keys dropped or replaced (each logged).
+
+    mmengine's ``CheckpointHook`` deletes the files that ``best_ckpt``
+    (``best_ckpt_<key>``) names when a better score comes, and rotates away
+    ``epoch_<id>.pth`` / ``iter_<id>.pth`` for the ``keep_ckpt_ids``; a
+    resumed run would copy ``cfg`` (Python text that mmengine's
+    inferencers execute) into its new checkpoints. So: a best or last
+    checkpoint path must name a ``best_*.pth`` / ``epoch_*``/``iter_*``
+    file inside the run's checkpoint folder; a kept id must be an int no
+    larger than the checkpoint's own epoch (iteration, for checkpoints by
+    iteration); ``cfg`` (here and in ``meta``) becomes the run's own."""
+    from mmengine.logging import print_log
+    hub = checkpoint.get('message_hub') if isinstance(checkpoint,
+                                                      dict) else None
+    info = hub.get('runtime_info') if isinstance(hub, dict) else None
+    if not isinstance(info, dict):
+        return []
+    hook = next((h for h in runner.hooks
+                 if type(h).__name__ == 'CheckpointHook'), None)
+    folder = getattr(hook, 'out_dir', None) or runner.work_dir
+    if not osp.isdir(str(folder)):
+        folder = runner.work_dir
+    meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'),
+                                                dict) else {}
+    by_epoch = getattr(hook, 'by_epoch', True)
+    progress = meta.get('epoch' if by_epoch else 'iter')
+    changed = []
+
+    def drop(key, why):
+        value = info.pop(key)
+        changed.append(key)
+        print_log(f"mmgal: ignored the checkpoint's runtime_info['{key}'] "
+                  f'({str(value)[:80]!r}): {why}.', logger='current',
+                  level=logging.WARNING)
+
+    for key in list(info):
+        if key == 'best_ckpt' or key.startswith('best_ckpt_'):
+            name = osp.basename(str(info[key]))
+            if not (_inside(info[key], folder) and name.startswith('best_')
+                    and name.endswith('.pth')):
+                drop(key, 'not a best_*.pth file in this run\'s checkpoint '
+                     f'folder {folder} (mmengine would delete it)')
+        elif key == 'last_ckpt':
+            name = osp.basename(str(info[key]))
+            if not (_inside(info[key], folder) and name.startswith(
+                    ('epoch_', 'iter_')) and name.endswith('.pth')):
+                drop(key, 'not a checkpoint of this run in '
+                     f'{folder}')
+    ids = info.get('keep_ckpt_ids')
+    if ids is not None:
+        valid = isinstance(progress, int) and not isinstance(ids, (str,
+                                                                   bytes))
+        kept = [i for i in (ids if valid else [])
+                if isinstance(i, int) and not isinstance(i, bool)
+                and 0 < i <= progress]
+        kept = sorted(set(kept))
+        if not valid or kept != list(ids):
+            info['keep_ckpt_ids'] = kept
+            changed.append('keep_ckpt_ids')
+            print_log(
+                "mmgal: the checkpoint's runtime_info['keep_ckpt_ids'] "
+                f'({str(ids)[:80]}) named checkpoints this run has not '
+                f'written (it is at {"epoch" if by_epoch else "iteration"} '
+                f'{progress}); kept {kept}: mmengine deletes the files of '
+                'the ids it rotates out.', logger='current',
+                level=logging.WARNING)
+    own = runner.cfg.pretty_text
+    for table, where in ((info, "runtime_info['cfg']"), (meta, "meta['cfg']")):
+        if 'cfg' in table and table['cfg'] != own:
+            table['cfg'] = own
+            changed.append(where)
+            print_log(f"mmgal: the checkpoint's {where} is replaced by this "
+                      "run's config (a resumed run saves its own).",
+                      logger='current', level=logging.INFO)
+    return changed

@@ -64,6 +64,49 @@ def test_a_checkpoint_cannot_run_code_on_resume(digits_root, tmp_path,
     assert "ignored the checkpoint's meta['config']" in log
 
 
+@pytest.mark.slow
+def test_a_resumed_run_trusts_no_path_or_config_in_runtime_info(
+        digits_root, tmp_path):
+    """A crafted runtime_info cannot make mmengine's CheckpointHook delete
+    a folder outside the run (best_ckpt) or the user's epoch_*.pth files
+    (keep_ckpt_ids), and its cfg (Python text) is not carried into the
+    resumed run's own checkpoints."""
+    work = tmp_path / 'work'
+    run(['--work-dir', str(work), '--cfg-options'] + options(digits_root))
+    ckpt = torch.load(str(work / 'epoch_1.pth'))
+    outside = tmp_path / 'precious'
+    outside.mkdir()
+    (outside / 'data.txt').write_text('keep me')
+    info = ckpt['message_hub']['runtime_info']
+    info.update(best_ckpt=str(outside), best_score=-1.0,
+                keep_ckpt_ids=list(range(1, 8)),
+                last_ckpt='/etc/passwd',
+                cfg='import os\nos.system("echo pwned")\n')
+    crafted = tmp_path / 'crafted.pth'
+    torch.save(ckpt, str(crafted))
+    resumed = tmp_path / 'resumed'
+    resumed.mkdir()
+    for i in range(3, 8):  # the user's own files, of this run's naming
+        (resumed / f'epoch_{i}.pth').write_text('user data')
+    run(['--work-dir', str(resumed), '--resume', str(crafted),
+         '--cfg-options'] + options(
+             digits_root, epochs=2,
+             **{'default_hooks.checkpoint.save_best': 'auto',
+                'default_hooks.checkpoint.max_keep_ckpts': 1}))
+    assert (outside / 'data.txt').read_text() == 'keep me'
+    for i in range(3, 8):
+        assert (resumed / f'epoch_{i}.pth').read_text() == 'user data'
+    new = torch.load(str(resumed / 'epoch_2.pth'), weights_only=False)
+    for text in (new['message_hub']['runtime_info']['cfg'],
+                 new['meta']['cfg']):
+        assert 'pwned' not in text and 'GALOptimWrapper' in text
+    log = open(next(resumed.glob('*/*.log'))).read()
+    assert "ignored the checkpoint's runtime_info['best_ckpt']" in log
+    assert "ignored the checkpoint's runtime_info['last_ckpt']" in log
+    assert "runtime_info['keep_ckpt_ids'] ([1, 2, 3, 4, 5, 6, 7])" in log
+    assert "runtime_info['cfg'] is replaced" in log
+
+
 def test_gal_hook_and_the_guard_strip_the_executable_meta():
     from mmgal.engine import GALHook, TrainingGuardHook
     for hook in (GALHook(), TrainingGuardHook()):
