@@ -112,6 +112,10 @@ def main(argv=None):
                    'it; with 2, seed 0 of the SGD baseline differs)')
     p.add_argument('--out', default='work_dirs/digits_quality')
     args = p.parse_args(argv)
+    if args.seeds < 2:
+        # One seed has no spread and no t-test: the table would be NaN.
+        p.error(f'--seeds must be >= 2 (mean +- std and the t-tests need '
+                f'two runs per arm), got {args.seeds}')
     from bench_env import header, pin_threads, record
     pin_threads(args.threads)
     meta = record('benchmarks/digits_quality.py', argv,

@@ -51,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument('--out', default='work_dirs/mnist1d')
     args = p.parse_args(argv)
     M.check_args(args.steps, args.seeds)
+    if args.seeds < 2:
+        # One seed has no spread and no t-test: the table would be NaN.
+        raise SystemExit(f'--seeds must be >= 2 (mean +- std and the '
+                         f't-tests need two runs per arm), got {args.seeds}')
     return args
 
 

@@ -41,6 +41,10 @@ def exact_loss(loss_fn: Callable[..., Tensor], kind: Optional[str]
         return lambda z: loss_fn(z)
 
     def remainder_fn(z: Tensor, delta: Tensor) -> Tensor:
+        if kind == 'softmax' and z.shape[-1] == 1:
+            # One class: the softmax loss is 0 for every z (and its
+            # coefficient below would be 0 / log 1), so is R.
+            return z.new_zeros(())
         zeros = torch.zeros_like(z)
         per = loss_fn(zeros, reduction_override='none')
         total = loss_fn(zeros)

@@ -403,6 +403,8 @@ class EagerGrads:
             with torch.enable_grad():
                 if isinstance(x, dict):  # the adjuster's own parameters
                     out, aux = fn(x)
+                    if not out.requires_grad:  # e.g. R = 0 for any step
+                        return dict.fromkeys(x), aux
                     grads = torch.autograd.grad(out, list(x.values()),
                                                 allow_unused=True)
                     return dict(zip(x, grads)), aux

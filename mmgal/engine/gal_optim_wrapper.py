@@ -378,6 +378,11 @@ class GALOptimWrapper(OptimWrapper):
             self.loss_scaler = torch.amp.GradScaler(
                 device, init_scale=float(loss_scale))
         elif isinstance(loss_scale, dict):
+            if 'init_scale' in loss_scale:
+                # inf or NaN: every step is skipped as an overflow, so no
+                # parameter ever changes.
+                check_real('loss_scale.init_scale', loss_scale['init_scale'],
+                           strict=True)
             self.loss_scaler = torch.amp.GradScaler(device, **loss_scale)
         else:
             raise ValueError("loss_scale must be 'dynamic', a finite number "

@@ -167,6 +167,24 @@ def test_the_tentative_loss_is_the_heads_own_loss_at_z_prime(kind):
     assert bool(out.adopted) == bool(moved <= loss)
 
 
+def test_a_one_class_head_is_finite_with_a_zero_gradient():
+    """One class: the softmax loss is 0 whatever z, so g = 0 and R = 0;
+    that is a finite step, not a non-finite one (the closed form's
+    coefficient was 0 / log 1)."""
+    head = MODELS.build(dict(type='LinearClsHead', num_classes=1,
+                             in_channels=8))
+    rec = RealGAL(1, sigma=0.3)
+    build_adapter(head).install(rec)
+    feats = (torch.randn(4, 8, requires_grad=True), )
+    data = [DataSample().set_gt_label(0) for _ in range(4)]
+    head.loss(feats, data)
+    (_, _, out, _), = rec.calls
+    assert not bool(out.nonfinite)
+    assert float(out.remainder) == 0.0
+    assert torch.equal(out.vanilla_grad, torch.zeros_like(out.vanilla_grad))
+    assert rec.wrapper.pop_gal_stats()['nonfinite'] == 0
+
+
 def test_conformer_head_gets_one_step_per_branch():
     head = MODELS.build(
         dict(type='ConformerHead', num_classes=5, in_channels=[8, 6]))

@@ -92,8 +92,26 @@ def test_overhead_counts_host_reads_per_step_in_both_arms():
     assert set(rows[0]['syncs']) == {'baseline', 'gal'}
 
 
+def test_overhead_runs_the_dispatch_bound_case_through_the_runner(capsys):
+    """The quick start's configs at 8x8, batch 16: each arm an iteration of
+    its Runner's train loop (hooks, step, logging)."""
+    rows = overhead.main(['--case', 'digits', '--iters', '1', '--repeats',
+                          '2', '--warmup', '1', '--no-memory'])
+    assert rows[0]['case'] == 'digits'
+    assert rows[0]['syncs']['gal'] == rows[0]['syncs']['baseline']
+    assert '| digits |' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('script', ['digits_quality', 'mnist1d_quality'])
+def test_quality_benchmarks_refuse_fewer_than_two_seeds(script):
+    module = __import__(script)
+    with pytest.raises(SystemExit) as err:
+        module.main(['--seeds', '1'])
+    assert err.value.code != 0
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('case', ['resnet18', 'detr'])
+@pytest.mark.parametrize('case', ['resnet18', 'detr', 'digits'])
 def test_gal_adds_no_host_reads_to_a_training_step(case):
     """The benchmark's count, as a check: the GAL arm of a whole training
     step reads no more tensor values on the host than the baseline arm."""

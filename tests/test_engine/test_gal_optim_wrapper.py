@@ -405,6 +405,10 @@ def test_a_probed_step_compares_the_learned_and_the_initial_adjuster():
     (dict(loss_scale=-1.), 'loss_scale must be a finite number > 0, got '
      '-1.0'),
     (dict(loss_scale=float('nan')), 'loss_scale must be a finite number'),
+    (dict(loss_scale=dict(init_scale=float('inf'))),
+     'loss_scale.init_scale must be a finite number > 0, got inf'),
+    (dict(loss_scale=dict(init_scale=float('nan'))),
+     'loss_scale.init_scale must be a finite number > 0, got nan'),
     (dict(enabled='False'), r"enabled must be a bool, got 'False' \(str\)"),
     (dict(enabled=1), r'enabled must be a bool, got 1 \(int\)'),
     (dict(seed=1.5), r'seed must be a int, got 1\.5'),
