@@ -20,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 OUT="${OUT:-work_dirs/gpu_session}"
 DEVICE="${DEVICE:-cuda}"
-CASES="${CASES:-resnet50 --amp;resnet18;detr --amp --detr-size 800;mlp}"
+CASES="${CASES:-resnet50 --amp;resnet18 --batch 16;resnet18 --batch 128;digits;detr --amp --detr-size 800;mlp}"
 PART="${1:-}"
 FAST="${2:-auto}"
 usage() {
@@ -59,13 +59,19 @@ run() {  # run NAME SECONDS CMD...: log to $LOGS/NAME.log, rc in the summary
 
 case "$PART" in
 overhead)
-    # The issue's four GPU rows; syncs counted over 2 steps per arm.
+    # The GPU rows (ResNet-50 AMP, ResNet-18 CIFAR at batch 16 and 128, the
+    # dispatch-bound digits case, DETR-R50, the MLP); syncs counted over 2
+    # steps per arm.
     IFS=';' read -ra specs <<<"$CASES"
     for spec in "${specs[@]}"; do
         set -- $spec
-        run "$1" 150 "$PY" benchmarks/overhead.py --case $spec \
+        name="$1"  # the case, and its batch where the spec sets one
+        if [[ " $spec " =~ --batch\ ([0-9]+) ]]; then
+            name="${1}_b${BASH_REMATCH[1]}"
+        fi
+        run "$name" 150 "$PY" benchmarks/overhead.py --case $spec \
             --device "$DEVICE" --fast "$FAST" --sync-iters 2 \
-            --out "$LOGS/$1_${DEVICE}_$FAST.json"
+            --out "$LOGS/${name}_${DEVICE}_$FAST.json"
     done
     { echo; for f in "$LOGS"/*.log; do grep -h '^| [a-z0-9]* |' "$f" \
         | tail -1; done; } >>"$SUMMARY"

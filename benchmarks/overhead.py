@@ -65,6 +65,7 @@ CASES = ('resnet18', 'detr', 'digits', 'mlp')
 
 # ---------------------------------------------------------------- the arms
 FAST = None  # GALOptimWrapper.fast for the GAL arms (--fast); None: default
+BATCH = None  # the classifier cases' batch size (--batch); None: theirs
 
 
 def _classifier(gal: bool, device: str, amp: bool, config: str,
@@ -241,12 +242,12 @@ def build_step(case: str, gal: bool, device: str, amp: bool,
     MMLogger.get_instance('overhead_benchmark', log_level='ERROR')
     if case == 'resnet18':
         return _classifier(gal, device, amp,
-                           'cifar/resnet18_8xb16-sgd{}_cifar10.py', 32, 32,
-                           10)
+                           'cifar/resnet18_8xb16-sgd{}_cifar10.py', 32,
+                           BATCH or 32, 10)
     if case == 'resnet50':
         return _classifier(gal, device, amp,
                            'imagenet/resnet50_8xb100-rmsprop{}_in1k.py', 224,
-                           64, 1000)
+                           BATCH or 64, 1000)
     if case == 'detr':
         return _detr(gal, device, amp, detr_size)
     if case == 'digits':
@@ -410,7 +411,8 @@ def memory_case(case, device, amp, iters, warmup, detr_size):
     for arm in ('baseline', 'gal'):
         out = subprocess.run(
             [sys.executable, __file__, '--rss-child', case, arm]
-            + (['--fast', FAST] if FAST is not None else []) + [
+            + (['--fast', FAST] if FAST is not None else [])
+            + (['--batch', str(BATCH)] if BATCH is not None else []) + [
              '--iters', str(iters), '--warmup', str(warmup),
              '--detr-size', str(detr_size)],
             capture_output=True, text=True, check=True)
@@ -474,13 +476,17 @@ def main(argv=None):
                    "= eager step and for-loop Adam, 'auto' = fused Adam, "
                    "'compile' = the step and the adjuster's Adam update as "
                    'one compiled graph)')
+    p.add_argument('--batch', type=int, default=None,
+                   help='batch size of the resnet18 (default 32) and '
+                   'resnet50 (default 64) cases')
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--rss-child', nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    global FAST
+    global FAST, BATCH
     FAST = args.fast
+    BATCH = args.batch
     if args.rss_child:
         return rss_child(*args.rss_child, args.iters, args.warmup,
                          args.detr_size)
