@@ -121,6 +121,12 @@ MUTANTS = (
            '        adopt.sum().float(),\n',
            '        (~finite).sum().float(),\n',
            ('tests/test_engine/test_gal_optim_wrapper.py', )),
+    Mutant('in-graph-unaveraged', "the adjuster's in-graph update sums a "
+           "grouped step's groups instead of averaging them",
+           'mmgal/engine/gal_optim_wrapper.py',
+           'grad_scale=1.0 / (z.shape[0] if grouped else 1))',
+           'grad_scale=1.0)',
+           ('tests/test_engine/test_gal_optim_wrapper.py', )),
 )
 
 

@@ -40,7 +40,7 @@ def _compiled_body(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
                    loss_fn: Callable, adjuster: nn.Module, spec: StepSpec,
                    initial: Optional[nn.Module],
                    initial_params: Optional[Dict[str, Tensor]],
-                   update: Optional[_AdamUpdate]):
+                   update: Optional[_AdamUpdate], grad_scale: float):
     out, grads = run_step(FunctionalGrads, adjuster, params, buffers, z,
                           z_native, lr.reshape(()), loss_fn, spec, initial,
                           initial_params)
@@ -49,7 +49,8 @@ def _compiled_body(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
         # parameters and the optimizer's state change in place.
         _adam_functional(
             [params[k] for k in update.names],
-            [grads[k] for k in update.names], update.exp_avgs,
+            [grads[k] * grad_scale if grad_scale != 1 else grads[k]
+             for k in update.names], update.exp_avgs,
             update.exp_avg_sqs, update.max_exp_avg_sqs, update.steps,
             foreach=False, capturable=False, **update.settings)
         return out, None
@@ -175,6 +176,8 @@ class CompiledGALStep:
     call, no ``.grad``); its first call, other optimizers, or a gradient
     already pending in ``.grad`` run those three calls instead. The Adam's
     settings are compiled in as constants: changing its lr compiles anew.
+    ``grad_scale`` multiplies that gradient first (1 / G averages a grouped
+    step's G groups, as a loop over micro-steps would).
 
     Args:
         backend (str): ``torch.compile`` backend. Defaults to
@@ -226,10 +229,14 @@ class CompiledGALStep:
         self._initial: Optional[nn.Module] = None
         self._initial_params: Dict[str, Tensor] = {}
 
-    def _eager(self, args: tuple, kwargs: dict,
-               optimizer: Optional[Optimizer]) -> GALOutput:
-        out = gal_step(*args, **kwargs)
+    def _eager(self, args: tuple, optimizer: Optional[Optimizer],
+               grad_scale: float) -> GALOutput:
+        out = gal_step(*args)
         if optimizer is not None:
+            if grad_scale != 1:
+                grads = [p.grad for group in optimizer.param_groups
+                         for p in group['params'] if p.grad is not None]
+                torch._foreach_mul_(grads, grad_scale)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return out
@@ -248,7 +255,8 @@ class CompiledGALStep:
                  dtype: Optional[torch.dtype] = None,
                  objective: str = 'normalized',
                  normalize: str = 'auto',
-                 initial: Optional[nn.Module] = None) -> GALOutput:
+                 initial: Optional[nn.Module] = None,
+                 grad_scale: float = 1.0) -> GALOutput:
         args = (z, loss_fn, adjuster, lr, sigma, gamma, policy, remainder,
                 grouped, dtype, objective, normalize, initial)
         spec, z0, z_native = prepare_step(*args[:-1])
@@ -268,7 +276,7 @@ class CompiledGALStep:
             # Compiling failed, no parameters (noise adjusters), or an
             # optimizer the graph does not apply (its first step makes
             # Adam's state): eagerly.
-            return self._eager(args, {}, optimizer)
+            return self._eager(args, optimizer, grad_scale)
         key = (tuple(z.shape), z.dtype, z0.dtype, grouped, initial is None)
         first = key not in self._checked
         if first:
@@ -288,7 +296,7 @@ class CompiledGALStep:
             out, grads = self._fn(
                 params, self._buffers, z0, z_native, lr, loss_fn, adjuster,
                 spec, initial, self._initial_params if initial is not None
-                else None, update)
+                else None, update, float(grad_scale))
         except Exception as err:
             if not _is_compile_error(err):
                 raise
@@ -300,7 +308,7 @@ class CompiledGALStep:
                     "set fast='eager'") from err
             self.failed = reason
             self.on_fallback(reason)
-            return self._eager(args, {}, optimizer)
+            return self._eager(args, optimizer, grad_scale)
         if first and self.on_compile is not None:
             self.on_compile(tuple(z.shape), time.perf_counter() - t0)
         if grads is not None:

@@ -560,6 +560,33 @@ def test_resume_with_another_adjuster_optimizer_warns_and_keeps_weights(
             wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
 
 
+def test_resume_with_another_adjuster_lr_uses_the_configs_and_warns(
+        monkeypatch):
+    """The same optimizer type with another lr (1e-3 saved, 0.05 in the
+    config): the config's lr is used, the checkpoint's moments kept, and
+    the change is said (before: the checkpoint's lr, silently)."""
+    logged = capture_log(monkeypatch)
+    state = trained_state(adjuster_optimizer=dict(type='Adam', lr=1e-3))
+    _, wrapper = make(arch=(8, ), sigma=0.1,
+                      adjuster_optimizer=dict(type='Adam', lr=0.05))
+    wrapper.setup_adjuster(4)
+    logged.clear()
+    wrapper.load_state_dict(copy.deepcopy(state))
+    opt = wrapper.adjuster_optimizer
+    assert opt.param_groups[0]['lr'] == 0.05
+    saved = state['gal']['optimizer']['state']
+    for i, p in enumerate(wrapper.adjuster.parameters()):
+        assert torch.equal(opt.state[p]['exp_avg'], saved[i]['exp_avg'])
+    assert len(logged) == 1 and 'lr: 0.001 -> 0.05' in logged[0]
+    # The same settings: loaded without a word.
+    logged.clear()
+    _, same = make(arch=(8, ), sigma=0.1,
+                   adjuster_optimizer=dict(type='Adam', lr=1e-3))
+    same.setup_adjuster(4)
+    same.load_state_dict(copy.deepcopy(state))
+    assert logged == []
+
+
 def test_resume_with_another_arch_names_the_change():
     state = trained_state()
     _, wrapper = make(arch=(16, ), sigma=0.1)
@@ -618,11 +645,14 @@ def test_the_default_compiles_the_step_and_updates_like_eager(
     for fast in ('eager', 'auto'):
         model, wrapper = make(arch=(8, ), sigma=0.1, fast=fast)
         wrapper.setup_adjuster(4)
-        run_steps(model, wrapper, 3)
+        run_steps(model, wrapper, 5)
         results[fast] = (model, wrapper)
     (m_e, w_e), (m_c, w_c) = results['eager'], results['auto']
     assert isinstance(w_c._gal_step, CompiledGALStep)
     assert w_c._gal_step.failed is None
+    # From the second update on, the adjuster's Adam runs in the graph.
+    assert w_c._in_graph and not w_e._in_graph
+    assert all(p.grad is None for p in w_c.adjuster.parameters())
     assert not isinstance(w_e._gal_step, CompiledGALStep)
     for p, q in zip(m_e.parameters(), m_c.parameters()):
         torch.testing.assert_close(p, q)
@@ -631,6 +661,51 @@ def test_the_default_compiles_the_step_and_updates_like_eager(
     se, sc = w_e.pop_gal_stats(), w_c.pop_gal_stats()
     for k in se:
         assert sc[k] == pytest.approx(se[k], rel=1e-3, abs=1e-7), k
+
+
+def grouped_steps(wrapper, model, n, groups=3, calls=1):
+    """n updates of a grouped GAL step (G problems, each its own mean
+    cross-entropy), ``calls`` GAL calls per update."""
+    for seed in range(n):
+        x, y = batch(seed)
+        loss = 0
+        for c in range(calls):
+            z = torch.stack([model(x) * (i + 1 + c) for i in range(groups)])
+
+            def loss_fn(t, y=y):
+                return F.cross_entropy(t.flatten(0, 1), y.repeat(groups),
+                                       reduction='none').view(groups,
+                                                              -1).mean(1)
+
+            loss = loss + wrapper.gal_forward(z, loss_fn, grouped=True)
+        wrapper.update_params(loss)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('calls', [1, 2])
+def test_the_in_graph_adjuster_update_averages_as_the_eager_one(
+        compile_enabled, calls):
+    """A grouped step's G gradients averaged (1 / G) before the in-graph
+    Adam, as the eager update averages its micro-steps; two GAL calls per
+    update switch the in-graph update off (their average is taken again):
+    the adjuster ends where the eager wrapper's does."""
+    results = {}
+    for fast in ('eager', 'auto'):
+        model, wrapper = make(arch=(8, ), sigma=0.3, fast=fast)
+        wrapper.setup_adjuster(4)
+        grouped_steps(wrapper, model, 4, calls=calls)
+        results[fast] = wrapper
+    assert results['auto']._in_graph == (calls == 1)
+    for p, q in zip(results['eager'].adjuster.parameters(),
+                    results['auto'].adjuster.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    state_e = results['eager'].adjuster_optimizer.state_dict()['state']
+    state_c = results['auto'].adjuster_optimizer.state_dict()['state']
+    for k in state_e:
+        assert float(state_c[k]['step']) == float(state_e[k]['step']) == 4
+        torch.testing.assert_close(state_c[k]['exp_avg_sq'],
+                                   state_e[k]['exp_avg_sq'], rtol=1e-3,
+                                   atol=1e-12)
 
 
 def test_the_default_runs_eagerly_and_says_why_where_compile_cannot(
