@@ -482,6 +482,14 @@ def main(argv=None):
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--rss-child', nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    for name in ('repeats', 'iters', 'threads', 'batch', 'detr_size'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ('warmup', 'sync_iters'):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got "
+                    f'{getattr(args, name)}')
     if args.threads:
         torch.set_num_threads(args.threads)
     global FAST, BATCH

@@ -154,6 +154,9 @@ def main(argv=None):
     p.add_argument('--out', default='work_dirs/toy3d')
     p.add_argument('--no-plot', action='store_true')
     args = p.parse_args(argv)
+    for name in ('steps', 'seeds', 'threads'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name} must be >= 1, got {getattr(args, name)}')
     pin_threads(args.threads)
     meta = record('benchmarks/toy3d.py', argv,
                   seeds=list(range(args.seeds)))

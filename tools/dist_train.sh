@@ -12,6 +12,12 @@ if [ $# -lt 2 ]; then
 fi
 CONFIG=$1
 GPUS=$2
+case "$GPUS" in
+    '' | *[!0-9]* | 0)
+        echo "$0: NPROC must be a whole number >= 1 (processes on this" \
+             "node, one per GPU), got '$GPUS'" >&2
+        exit 2 ;;
+esac
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}

@@ -86,10 +86,14 @@ def parse_args(argv=None):
                    'it)')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    for name in ('runs', 'epochs', 'batch_size'):
+    for name in ('runs', 'epochs', 'batch_size', 'threads'):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not 0 <= args.seed < 2**32:
+        # numpy's seeds: the runs use --seed, --seed + 1, ...
+        p.error(f'--seed must be in [0, 2**32) (numpy seeds), got '
+                f'{args.seed}')
     if args.runs < 2:
         p.error(f'--runs must be >= 2: the table compares the arms with a '
                 f't-test, which needs two runs per arm, got {args.runs}')

@@ -149,7 +149,9 @@ def confine_runtime_info(checkpoint: dict, runner) -> list:
     checkpoint path must name a ``best_*.pth`` / ``epoch_*``/``iter_*``
     file inside the run's checkpoint folder; a kept id must be an int no
     larger than the checkpoint's own epoch (iteration, for checkpoints by
-    iteration); ``cfg`` (here and in ``meta``) becomes the run's own."""
+    iteration); ``cfg`` (here and in ``meta``) becomes the run's own; a
+    ``meta['seed']`` numpy cannot take is dropped (the run keeps its
+    seed)."""
     from mmengine.logging import print_log
     hub = checkpoint.get('message_hub') if isinstance(checkpoint,
                                                       dict) else None
@@ -205,6 +207,16 @@ def confine_runtime_info(checkpoint: dict, runner) -> list:
                 f'{progress}); kept {kept}: mmengine deletes the files of '
                 'the ids it rotates out.', logger='current',
                 level=logging.WARNING)
+    seed = meta.get('seed')
+    if seed is not None and not (isinstance(seed, int) and not isinstance(
+            seed, bool) and 0 <= seed < 2**32):
+        # Runner.resume re-seeds numpy with it: numpy's own error else.
+        meta.pop('seed')
+        changed.append("meta['seed']")
+        print_log(f"mmgal: ignored the checkpoint's meta['seed'] "
+                  f'({str(seed)[:40]}): not a seed in [0, 2**32); the run '
+                  'keeps its own seed.', logger='current',
+                  level=logging.WARNING)
     own = runner.cfg.pretty_text
     for table, where in ((info, "runtime_info['cfg']"), (meta, "meta['cfg']")):
         if 'cfg' in table and table['cfg'] != own:

@@ -35,6 +35,9 @@ def test_toy_problem_runs_both_arms_over_seeds_and_reproduces(tmp_path):
     meta = json.loads((tmp_path / 'toy3d.json').read_text())['meta']
     assert meta['command'].endswith(' '.join(args))
     assert meta['threads'] == 1 and meta['seeds'] == [0, 1]
+    # Which CPU kernels ran: the last bits depend on them.
+    import torch
+    assert meta['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     # The code that made it: this checkout's commit (a clean clone in CI).
     head = subprocess.run(['git', 'rev-parse', '--short=7', 'HEAD'],
                           cwd=REPO, capture_output=True, text=True)
@@ -100,6 +103,23 @@ def test_overhead_runs_the_dispatch_bound_case_through_the_runner(capsys):
     assert rows[0]['case'] == 'digits'
     assert rows[0]['syncs']['gal'] == rows[0]['syncs']['baseline']
     assert '| digits |' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('args, match', [
+    (['--case', 'mlp', '--repeats', '0'], '--repeats must be >= 1, got 0'),
+    (['--case', 'mlp', '--warmup', '-1'], '--warmup must be >= 0, got -1'),
+])
+def test_overhead_refuses_counts_it_cannot_run(args, match, capsys):
+    with pytest.raises(SystemExit) as err:
+        overhead.main(args)
+    assert err.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_toy_problem_refuses_zero_seeds(capsys):
+    with pytest.raises(SystemExit) as err:
+        toy3d.main(['--seeds', '0'])
+    assert err.value.code == 2
+    assert '--seeds must be >= 1, got 0' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('script', ['digits_quality', 'mnist1d_quality'])

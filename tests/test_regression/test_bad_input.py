@@ -26,12 +26,20 @@ def run_tool(tmp_path, *args):
 @pytest.mark.parametrize('flag, value', [('--epochs', '0'),
                                          ('--epochs', '-1'),
                                          ('--runs', '0'),
-                                         ('--batch-size', '0')])
+                                         ('--batch-size', '0'),
+                                         ('--threads', '0')])
 def test_non_positive_counts_are_refused_before_anything_runs(
         tmp_path, flag, value):
     res, out = run_tool(tmp_path, '--dataset', 'diabetes', flag, value)
     assert res.returncode == 2
     assert f'{flag} must be >= 1, got {value}' in res.stderr
+    assert not out.exists()
+
+
+def test_a_seed_numpy_cannot_take_is_refused_by_name(tmp_path):
+    res, out = run_tool(tmp_path, '--dataset', 'diabetes', '--seed', '-5')
+    assert res.returncode == 2
+    assert '--seed must be in [0, 2**32) (numpy seeds), got -5' in res.stderr
     assert not out.exists()
 
 

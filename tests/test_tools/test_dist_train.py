@@ -100,3 +100,12 @@ def test_dist_train_sh_trains_one_model_with_one_adjuster_on_cpu(
             logged = rows[it][f'gal/{key}']
             assert math.isclose(logged, expected, rel_tol=1e-5,
                                 abs_tol=1e-12), (it, key, logged, expected)
+
+
+@pytest.mark.parametrize('nproc', ['0', 'two', '-1'])
+def test_dist_train_sh_names_a_bad_process_count(nproc):
+    res = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
+                          DIGITS_GAL, nproc], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert f"NPROC must be a whole number >= 1 (processes on this node, " \
+        f"one per GPU), got '{nproc}'" in res.stderr

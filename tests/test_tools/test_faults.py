@@ -82,6 +82,7 @@ def test_a_resumed_run_trusts_no_path_or_config_in_runtime_info(
                 keep_ckpt_ids=list(range(1, 8)),
                 last_ckpt='/etc/passwd',
                 cfg='import os\nos.system("echo pwned")\n')
+    ckpt['meta']['seed'] = 2**70  # numpy's error on resume, before
     crafted = tmp_path / 'crafted.pth'
     torch.save(ckpt, str(crafted))
     resumed = tmp_path / 'resumed'
@@ -105,6 +106,8 @@ def test_a_resumed_run_trusts_no_path_or_config_in_runtime_info(
     assert "ignored the checkpoint's runtime_info['last_ckpt']" in log
     assert "runtime_info['keep_ckpt_ids'] ([1, 2, 3, 4, 5, 6, 7])" in log
     assert "runtime_info['cfg'] is replaced" in log
+    assert "ignored the checkpoint's meta['seed'] (1180591620717411303424)" \
+        in log
 
 
 def test_gal_hook_and_the_guard_strip_the_executable_meta():
