@@ -34,10 +34,13 @@ class TrainingGuardHook(Hook):
       run with a :class:`NonFiniteTrainingError` naming the iteration and
       the last checkpoint with finite weights.
     - **A checkpoint with non-finite weights** is not written with
-      ``stop=True`` (the run stops instead: mmengine's rotation has then
-      kept the last finite one). With ``stop=False`` it is written, and the
-      last finite checkpoint is taken out of ``max_keep_ckpts``' rotation
-      so that no later checkpoint deletes it.
+      ``stop=True``: the weights are checked where a checkpoint is due,
+      before mmengine's ``CheckpointHook`` rotates ``max_keep_ckpts`` (it
+      deletes the oldest kept file before it writes the new one), so the
+      run stops with its last finite checkpoint on disk whatever
+      ``max_keep_ckpts``. With ``stop=False`` it is written, and the last
+      finite checkpoint is taken out of the rotation first, so that no
+      later checkpoint deletes it.
 
     Examples:
         >>> # What tools/train.py adds; in a config, to keep training on:
@@ -69,6 +72,11 @@ class TrainingGuardHook(Hook):
                          batch_idx: int,
                          data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
+        hook = self._checkpoint_hook(runner)
+        if not getattr(self, '_by_epoch', True) and hook is not None and (
+                self.every_n_train_iters(runner, hook.interval) or (
+                    hook.save_last and self.is_last_train_iter(runner))):
+            self._guard_rotation(runner)  # a checkpoint is due now
         hub = runner.message_hub
         if 'train/loss' not in hub.log_scalars:
             return
@@ -91,6 +99,41 @@ class TrainingGuardHook(Hook):
                 "that checkpoint; TrainingGuardHook(stop=False) trains on")
 
     # -------------------------------------------------------- checkpoint
+    def after_train_epoch(self, runner) -> None:
+        if getattr(self, '_by_epoch', True):
+            self._guard_rotation(runner)
+
+    def _guard_rotation(self, runner) -> None:
+        """Before the CheckpointHook (lower priority) saves: mmengine
+        rotates ``max_keep_ckpts`` away *before* it writes the new file, so
+        with non-finite weights the last finite checkpoint must be kept
+        out of the rotation (or the run stopped) now, not when the new
+        checkpoint is written. One host read, only where a checkpoint may
+        be written."""
+        hook = self._checkpoint_hook(runner)
+        if hook is None or getattr(hook, 'max_keep_ckpts', -1) <= 0:
+            return
+        model = runner.model.module if hasattr(runner.model, 'module') \
+            else runner.model
+        flags = [torch.isfinite(v).all() for v in model.state_dict().values()
+                 if torch.is_tensor(v) and v.is_floating_point()]
+        if not flags or bool(torch.stack(flags).all()):
+            return
+        last = self._last_checkpoint_text()
+        step = runner.epoch + 1 if self._unit() == 'epoch' else runner.iter
+        if self.stop:
+            raise NonFiniteTrainingError(
+                f'the model weights are not finite at {self._unit()} {step}:'
+                f' no checkpoint is written; {last}. Lower the learning rate'
+                ' (or clip gradients) and resume from that checkpoint')
+        self._keep_out_of_rotation(runner, hook)
+
+    def _keep_out_of_rotation(self, runner, hook) -> None:
+        ids = getattr(hook, 'keep_ckpt_ids', None)
+        if ids is not None and self._last_finite in ids:
+            ids.remove(self._last_finite)
+            runner.message_hub.update_info('keep_ckpt_ids', list(ids))
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('state_dict', {})
         finite = all(bool(torch.isfinite(v).all()) for v in state.values()
@@ -106,11 +149,8 @@ class TrainingGuardHook(Hook):
                 f'this checkpoint is not written; {last}. Lower the learning '
                 'rate (or clip gradients) and resume from that checkpoint')
         hook = self._checkpoint_hook(runner)
-        if hook is not None and self._last_finite in getattr(
-                hook, 'keep_ckpt_ids', ()):
-            hook.keep_ckpt_ids.remove(self._last_finite)
-            runner.message_hub.update_info('keep_ckpt_ids',
-                                           list(hook.keep_ckpt_ids))
+        if hook is not None:
+            self._keep_out_of_rotation(runner, hook)
         print_log(
             f'TrainingGuardHook: the model weights are not finite at '
             f'{self._unit()} {step}; the checkpoint is written (stop=False)'

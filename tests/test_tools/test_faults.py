@@ -119,8 +119,8 @@ def test_gal_hook_and_the_guard_strip_the_executable_meta():
     assert strip_executable_meta(dict(meta=dict(epoch=1))) == []
 
 
-def diverging(root, tmp_path, stop=True, epochs=4):
-    """Epochs of 2 iterations, max_keep_ckpts=2; the lr jumps x1e7 at
+def diverging(root, tmp_path, stop=True, epochs=4, keep=2):
+    """Epochs of 2 iterations, max_keep_ckpts=keep; the lr jumps x1e7 at
     epoch 3, so the weights are not finite from epoch 3 or 4 on."""
     cfg = tmp_path / 'diverge.py'
     cfg.write_text(
@@ -128,7 +128,7 @@ def diverging(root, tmp_path, stop=True, epochs=4):
         "param_scheduler = dict(type='MultiStepLR', by_epoch=True, "
         'milestones=[2], gamma=1e7)\n'
         'default_hooks = dict(checkpoint=dict(interval=1, '
-        'max_keep_ckpts=2))\n' +
+        f'max_keep_ckpts={keep}))\n' +
         ('' if stop else
          "custom_hooks = [dict(type='TrainingGuardHook', stop=False)]\n"))
     work = tmp_path / 'work'
@@ -177,6 +177,33 @@ def test_with_stop_off_the_last_finite_checkpoint_survives_the_rotation(
     log = open(next(work.glob('*/*.log'))).read()
     assert log.count('TrainingGuardHook: the training loss is nan') == 1
     assert 'GAL step(s) up to iteration' in log  # GAL's non-finite count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('stop', [True, False])
+def test_with_one_kept_checkpoint_a_finite_one_survives_the_divergence(
+        digits_root, tmp_path, stop):
+    """max_keep_ckpts=1: mmengine deletes the kept checkpoint before it
+    writes the next; the guard checks the weights first, so a finite
+    checkpoint is on disk after the divergence, and the messages name a
+    file that exists."""
+    import re
+    args, work = diverging(digits_root, tmp_path, stop=stop, epochs=5,
+                           keep=1)
+    if stop:
+        with pytest.raises(NonFiniteTrainingError) as err:
+            train_tool.main(args)
+        msg = str(err.value)
+    else:
+        train_tool.main(args)
+        msg = open(next(work.glob('*/*.log'))).read()
+    found = re.findall(r'the last (?:checkpoint with finite weights is |'
+                       r'finite one \()epoch (\d)', msg)
+    assert found, msg
+    for epoch in found:
+        assert finite(work / f'epoch_{epoch}.pth')
+    kept = sorted(p.name for p in work.glob('epoch_*.pth'))
+    assert any(finite(work / name) for name in kept), kept
 
 
 @pytest.mark.parametrize('field', ['--resume', 'load_from'])
