@@ -164,6 +164,11 @@ def add_safeguards(cfg: Config) -> Config:
     return cfg
 
 
+# The default hooks mmengine's Runner builds itself (and removes for None).
+MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
+                          'param_scheduler', 'checkpoint')
+
+
 def check_inputs(cfg: Config, args) -> None:
     """Name a bad checkpoint or image folder before the run starts
     (mmengine would fail later, with a bare EOFError or mid-epoch)."""
@@ -177,6 +182,18 @@ def check_inputs(cfg: Config, args) -> None:
                               'load_from')
     if not args.no_data_check:
         check_image_folders(cfg)
+    for name, hook in (cfg.get('default_hooks') or {}).items():
+        if hook is None and name not in MMENGINE_DEFAULT_HOOKS:
+            # mmengine removes only its own default hooks this way; for
+            # another it stops on a bare AssertionError.
+            hint = (" To train without GAL, set optim_wrapper.enabled=False"
+                    " (GAL's step is then skipped: training as with "
+                    "OptimWrapper), or use the baseline config."
+                    if name == 'gal' else '')
+            raise ValueError(
+                f'default_hooks.{name}=None: mmengine switches off only its '
+                f'own default hooks ({", ".join(MMENGINE_DEFAULT_HOOKS)}) '
+                f'by None.{hint}')
 
 
 def main(argv=None):

@@ -369,6 +369,11 @@ class GALOptimWrapper(OptimWrapper):
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise ValueError(f'dtype must be None, a torch.dtype or one of '
                              f'{self.valid_dtypes}, got {dtype!r}')
+        if dtype == torch.float16 and not torch.cuda.is_available():
+            raise ValueError(
+                "dtype='float16' needs a CUDA device: autocast on the CPU "
+                "runs bfloat16 only; set dtype='bfloat16' (or leave dtype "
+                'unset) here')
         self.cast_dtype = dtype
         if not self.use_amp:
             return

@@ -478,6 +478,15 @@ def test_setup_again_keeps_the_trained_adjuster():
         wrapper.setup_adjuster(5)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a machine without '
+                    'CUDA, where fp16 autocast cannot run')
+def test_fp16_without_cuda_is_refused_when_the_wrapper_is_built():
+    """Before: an AssertionError from mmengine's autocast at iteration 1."""
+    with pytest.raises(ValueError, match=r"dtype='float16' needs a CUDA "
+                       r"device.*set dtype='bfloat16'"):
+        make(dtype='float16')
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason='needs a CUDA device (fp16 autocast with '
                     'GradScaler)')

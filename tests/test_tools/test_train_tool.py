@@ -51,6 +51,23 @@ def test_resume_work_dir_and_cfg_options():
     assert cfg.train_dataloader.persistent_workers is False
 
 
+def test_switching_off_gals_default_hook_by_none_is_named(capsys):
+    """mmengine removes only its own default hooks for None (for another:
+    a bare AssertionError): the tool names the setting and the way to
+    train without GAL, before anything is built."""
+    with pytest.raises(SystemExit, match=r"default_hooks\.gal=None: "
+                       r"mmengine switches off only its own default hooks "
+                       r"\(runtime_info, .*checkpoint\) by None\. To train "
+                       r"without GAL, set optim_wrapper\.enabled=False"):
+        train_tool.main([GAL_CFG, '--no-data-check', '--cfg-options',
+                         'default_hooks.gal=None'])
+    # mmengine's own default hooks may still be removed so.
+    args = train_tool.parse_args([GAL_CFG, '--no-data-check'])
+    cfg = merged(GAL_CFG, '--no-data-check', '--cfg-options',
+                 'default_hooks.timer=None')
+    train_tool.check_inputs(cfg, args)
+
+
 def test_train_tool_runs_a_gal_config(digits_root, tmp_path):
     runner = train_tool.main([
         GAL_CFG, '--work-dir',
