@@ -80,11 +80,17 @@ def _read_table(path: str, columns: int, skiprows: int = 0,
     return raw
 
 
+# |value| from which a feature or target cannot be trained in float32.
+HUGE = 1e18
+
+
 def check_finite(X: np.ndarray, y: np.ndarray, source: str,
                  first_line: int = 1) -> None:
     """``ValueError`` naming ``source`` and the line (``first_line`` is
     the line of row 0) of the first row with a NaN or infinite feature or
-    target, e.g. a derived ratio with a zero denominator."""
+    target (e.g. a derived ratio with a zero denominator), or with one of
+    magnitude :data:`HUGE` or more (float32 training overflows), or when
+    the target is constant (R^2 undefined)."""
     bad = ~(np.isfinite(X).all(axis=1) & np.isfinite(y))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -93,6 +99,21 @@ def check_finite(X: np.ndarray, y: np.ndarray, source: str,
             f'non-finite feature or target (features {X[row].tolist()}, '
             f'target {float(y[row])}); {int(bad.sum())} row(s) in all. Fix '
             'or drop them: every metric would be NaN.')
+    # Finite but beyond float32 training: squares past 3.4e38 overflow.
+    huge = np.abs(np.column_stack([X, y])) >= HUGE
+    if huge.any():
+        row, col = (int(i) for i in np.argwhere(huge)[0])
+        what = 'the target' if col == X.shape[1] else f'feature {col}'
+        raise ValueError(
+            f'{source}: line {row + first_line} (data row {row}): {what} '
+            f'is {float(np.column_stack([X, y])[row, col]):g}; values of '
+            f'{HUGE:g} or more overflow float32 training (their squares '
+            'pass 3.4e38): rescale that column.')
+    if y.size and np.ptp(y) == 0:
+        raise ValueError(
+            f'{source}: the target is {float(y[0]):g} in every row: R^2 is '
+            'undefined (no variance to explain) and a model that predicts '
+            'the constant is exact, so the arms cannot be compared.')
 
 
 def load_boston(data_root: Optional[str] = None

@@ -122,6 +122,40 @@ def test_a_nan_in_boston_is_named(data_root, tmp_path):
         load_boston(str(tmp_path))
 
 
+def boston_copy(data_root, tmp_path, edit_row):
+    lines = open(osp.join(data_root, 'boston_housing.data')).read(
+    ).splitlines()
+    lines = [' '.join(edit_row(i, line.split())) for i, line in
+             enumerate(lines)]
+    (tmp_path / 'boston_housing.data').write_text('\n'.join(lines) + '\n')
+    return str(tmp_path)
+
+
+def test_a_constant_target_is_named_not_scored(data_root, tmp_path):
+    """Before: an R^2 of -8e41 written, exit 0."""
+    root = boston_copy(data_root, tmp_path,
+                       lambda i, row: row[:13] + ['24.0'])
+    with pytest.raises(ValueError, match=r'boston_housing\.data: the target '
+                       r'is 24 in every row: R\^2 is undefined'):
+        load_boston(root)
+    res, out = run_tool(tmp_path, '--dataset', 'boston', '--runs', '2',
+                        '--epochs', '1', '--data-root', root)
+    assert res.returncode != 0 and 'the target is 24 in every row' in \
+        res.stderr
+    assert not (out / 'results.md').exists()
+
+
+def test_a_huge_finite_value_is_named_with_its_line_and_column(
+        data_root, tmp_path):
+    """Before: the fit diverged and the message blamed lr or sigma."""
+    root = boston_copy(data_root, tmp_path, lambda i, row: (
+        row[:4] + ['3e20'] + row[5:] if i == 7 else row))
+    with pytest.raises(ValueError, match=r'boston_housing\.data: line 8 '
+                       r'\(data row 7\): feature 4 is 3e\+20; values of '
+                       r'1e\+18 or more overflow float32 training'):
+        load_boston(root)
+
+
 def test_identical_arms_are_a_tie_for_every_metric():
     summary = {m: dict(baseline=(1.5, 0.1), gal=(1.5, 0.1), t=0.0, p=1.0)
                for m in ('MAE', 'MSE', 'R2')}
