@@ -9,7 +9,8 @@ from file names and sizes alone (no image is decoded).
 """
 import os
 import os.path as osp
-from typing import List
+import warnings
+from typing import List, Optional
 
 # MMPretrain's CustomDataset default extensions.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
@@ -24,11 +25,12 @@ def _folder_of(dataset: dict):
     return osp.join(root, prefix) if prefix else root
 
 
-def check_image_folder(folder: str, field: str) -> None:
+def check_image_folder(folder: str, field: str) -> Optional[int]:
     """``ValueError`` naming ``field`` and the files when a class folder of
-    ``folder`` holds no image or an image file is empty."""
+    ``folder`` holds no image or an image file is empty; else the number of
+    class folders (None where ``folder`` is not a folder)."""
     if not osp.isdir(folder):
-        return  # mmpretrain names a missing folder itself
+        return None  # mmpretrain names a missing folder itself
     classes = sorted(d for d in os.listdir(folder)
                      if osp.isdir(osp.join(folder, d)))
     empty: List[str] = []
@@ -56,6 +58,30 @@ def check_image_folder(folder: str, field: str) -> None:
             f'{field}: {len(zero)} empty (0-byte) image file(s): '
             f'{", ".join(zero[:5])}' + (' ...' if len(zero) > 5 else '') +
             '; remove or replace them')
+    return len(classes)
+
+
+def check_class_count(found: int, num_classes, field: str,
+                      folder: str) -> None:
+    """The folder's classes against the head's ``num_classes``: more is an
+    error (labels past the head's outputs), fewer a warning (a head of 10
+    classes trained on one folder learns to answer one class: 100 %)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        return
+    if found > num_classes:
+        raise ValueError(
+            f'{field}: {folder} has {found} class folders but '
+            f'model.head.num_classes is {num_classes}: the labels from '
+            f'{num_classes} on have no output; set num_classes={found}')
+    if found < num_classes:
+        warnings.warn(
+            f'{field}: {folder} has {found} class folder(s) while '
+            f'model.head.num_classes is {num_classes}: the model is trained '
+            f'on {found} of its classes only' +
+            (' (one class: every image gets it, accuracy is 100 % and '
+             'meaningless)' if found == 1 else '') +
+            '. Check data_prefix, or set num_classes to the folder count.',
+            UserWarning, stacklevel=2)
 
 
 def check_image_folders(cfg) -> None:
@@ -70,4 +96,9 @@ def check_image_folders(cfg) -> None:
             continue
         folder = _folder_of(dataset)
         if '://' not in folder:
-            check_image_folder(folder, f'{field}.dataset')
+            found = check_image_folder(folder, f'{field}.dataset')
+            head = (cfg.get('model') or {}).get('head') or {}
+            if field == 'train_dataloader' and found is not None and \
+                    isinstance(head, dict):
+                check_class_count(found, head.get('num_classes'),
+                                  f'{field}.dataset', folder)

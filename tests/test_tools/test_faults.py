@@ -239,6 +239,31 @@ def test_image_folder_faults_are_named_before_training(digits_root, tmp_path,
             options(str(root)))
 
 
+def test_a_class_count_other_than_the_heads_is_named(digits_root, tmp_path):
+    """One class folder and a 10-class head (before: 100 % accuracy, no
+    word); 3 folders for a 2-class head is an error before training."""
+    root = tmp_path / 'digits'
+    shutil.copytree(digits_root, root)
+    for d in (root / 'train').iterdir():
+        if d.name != '0':
+            shutil.rmtree(d)
+    opts = options(str(root)) + ['train_cfg.max_epochs=1']
+    with pytest.warns(UserWarning, match=r'has 1 class folder\(s\) while '
+                      r'model\.head\.num_classes is 10.*accuracy is 100 % '
+                      r'and meaningless'):
+        run(['--work-dir', str(tmp_path / 'w'), '--cfg-options'] + opts)
+    # More folders than the head has outputs: refused before training.
+    for name in ('1', '2'):
+        (root / 'train' / name).mkdir()
+        shutil.copy(next((root / 'train' / '0').iterdir()),
+                    root / 'train' / name)
+    with pytest.raises(SystemExit, match=r'has 3 class folders but '
+                       r'model\.head\.num_classes is 2: the labels from 2 '
+                       r'on have no output; set num_classes=3'):
+        run(['--work-dir', str(tmp_path / 'w2'), '--cfg-options'] + opts +
+            ['model.head.num_classes=2'])
+
+
 def test_a_full_disk_leaves_the_previous_checkpoint_whole(tmp_path,
                                                           monkeypatch):
     target = tmp_path / 'epoch_1.pth'
