@@ -25,6 +25,15 @@ from copy import deepcopy
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+_CACHE = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+if _CACHE and osp.exists(_CACHE) and not osp.isdir(_CACHE):
+    # torch makes this folder when torchvision imports torch._dynamo: a
+    # bare FileExistsError from inside an import otherwise.
+    raise SystemExit(
+        f'tools/train.py: TORCHINDUCTOR_CACHE_DIR={_CACHE!r} is a file, not '
+        "a folder: torch's compiler keeps its cache there and torch cannot "
+        'be imported; point it at a folder, or unset it')
+
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402

@@ -264,6 +264,23 @@ def test_a_class_count_other_than_the_heads_is_named(digits_root, tmp_path):
             ['model.head.num_classes=2'])
 
 
+def test_a_compile_cache_that_is_a_file_is_named(digits_root, tmp_path):
+    """TORCHINDUCTOR_CACHE_DIR naming a file: torch cannot even be imported
+    (torchvision imports its compiler, which makes that folder); before, a
+    bare FileExistsError from inside an import."""
+    cache = tmp_path / 'not_a_folder'
+    cache.write_text('x')
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache))
+    res = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), DIGITS_GAL,
+         '--work-dir', str(tmp_path / 'w')], env=env, capture_output=True,
+        text=True, timeout=600)
+    assert res.returncode == 1
+    assert f"TORCHINDUCTOR_CACHE_DIR='{cache}' is a file, not a folder" in \
+        res.stderr
+    assert 'Traceback' not in res.stderr
+
+
 def test_a_full_disk_leaves_the_previous_checkpoint_whole(tmp_path,
                                                           monkeypatch):
     target = tmp_path / 'epoch_1.pth'
