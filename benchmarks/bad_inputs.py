@@ -97,6 +97,49 @@ RUN_ELSEWHERE = [
      'missing', "exit before any training: regression data file "
      "'california_housing.csv' not found ...",
      'tests/test_regression/test_bad_input.py'),
+    ("a checkpoint's runtime_info with best_ckpt=<a folder outside the "
+     'run>, best_score=-1, keep_ckpt_ids=[1..7], last_ckpt=/etc/passwd, '
+     "cfg=<Python code>, meta['seed']=2**70, resumed with save_best=auto "
+     'and max_keep_ckpts=1', "nothing outside the run and none of the "
+     "user's epoch_3..7.pth deleted; each field ignored or replaced with a "
+     "logged line; the new checkpoints carry the run's own config",
+     'tests/test_tools/test_faults.py::'
+     'test_a_resumed_run_trusts_no_path_or_config_in_runtime_info'),
+    ('a divergence with max_keep_ckpts=1 (stop=True and stop=False)',
+     'a finite checkpoint is on disk afterwards and the messages name it '
+     '(the weights are checked before mmengine rotates)',
+     'tests/test_tools/test_faults.py::'
+     'test_with_one_kept_checkpoint_a_finite_one_survives_the_divergence'),
+    ('tools/train.py --cfg-options default_hooks.gal=None',
+     'exit before anything is built: default_hooks.gal=None: mmengine '
+     'switches off only its own default hooks ... To train without GAL, '
+     'set optim_wrapper.enabled=False ...',
+     'tests/test_tools/test_train_tool.py::'
+     'test_switching_off_gals_default_hook_by_none_is_named'),
+    ('an image folder of 1 class for a 10-class head; 3 for a 2-class '
+     'head', 'UserWarning: ... has 1 class folder(s) while '
+     'model.head.num_classes is 10 ... accuracy is 100 % and meaningless; '
+     'exit before training: ... has 3 class folders but '
+     'model.head.num_classes is 2 ...', 'tests/test_tools/test_faults.py::'
+     'test_a_class_count_other_than_the_heads_is_named'),
+    ('TORCHINDUCTOR_CACHE_DIR=<a file>, tools/train.py',
+     "exit 1: TORCHINDUCTOR_CACHE_DIR='FILE' is a file, not a folder ...",
+     'tests/test_tools/test_faults.py::'
+     'test_a_compile_cache_that_is_a_file_is_named'),
+    ('dist_train.sh CONFIG 0', "exit 2: NPROC must be a whole number >= 1 "
+     "..., got '0'", 'tests/test_tools/test_dist_train.py'),
+    ('tools/regression.py --threads 0 / --seed -5', 'exit 2: --threads '
+     'must be >= 1, got 0 / --seed must be in [0, 2**32) ...',
+     'tests/test_regression/test_bad_input.py'),
+    ('tools/regression.py on a Boston file with a constant target / a '
+     'value of 3e20', 'exit 1: the target is 24 in every row: R^2 is '
+     'undefined ... / line 8 (data row 7): feature 4 is 3e+20; values of '
+     '1e+18 or more overflow float32 training ...',
+     'tests/test_regression/test_bad_input.py'),
+    ('benchmarks: digits_quality.py --seeds 1, mnist1d_quality.py --seeds '
+     '1, toy3d.py --seeds 0, overhead.py --repeats 0',
+     'exit 2 (a usage error naming the flag); nothing written',
+     'tests/test_benchmarks/test_benchmarks.py'),
 ]
 
 
@@ -193,6 +236,27 @@ def cases(data_root: str, tmp: str):
     yield ('GALOptimWrapper', "adjuster_optimizer=dict(type='Adam', "
            'betas=0.9)', lambda: built(adjuster_optimizer=dict(
                type='Adam', betas=0.9)))
+    yield ('GALOptimWrapper', 'loss_scale=dict(init_scale=inf)',
+           lambda: wrapper(loss_scale=dict(init_scale=float('inf'))))
+    if not torch.cuda.is_available():
+        yield ('GALOptimWrapper', "dtype='float16' (no CUDA)",
+               lambda: wrapper(dtype='float16'))
+
+    def one_class_head():
+        from mmgal.adapters import build_adapter
+        from mmpretrain.registry import MODELS
+        from mmpretrain.structures import DataSample
+        head = MODELS.build(dict(type='mmpretrain.LinearClsHead',
+                                 num_classes=1, in_channels=8))
+        w = GALOptimWrapper(torch.optim.SGD(head.parameters(), lr=0.1),
+                            arch=(8, ), fast='eager')
+        w.setup_adjuster(1)
+        build_adapter(head).install(w.gal_forward)
+        head.loss((torch.randn(4, 8, requires_grad=True), ),
+                  [DataSample().set_gt_label(0) for _ in range(4)])
+        return f"nonfinite={w.pop_gal_stats()['nonfinite']:g}"
+
+    yield ('GALHook', 'a 1-class softmax head (g = 0)', one_class_head)
 
     def detr_adapter_on_a_classifier():
         from mmgal.adapters import build_adapter
@@ -260,6 +324,14 @@ def cases(data_root: str, tmp: str):
                           arch=(8, ), adjuster_optimizer=dict(type='Adam')))
     yield ('checkpoint', 'resume with arch (8,) -> (16,)',
            lambda: resume(trained(), arch=(16, )))
+
+    def resumed_lr():
+        state = trained(adjuster_optimizer=dict(type='Adam', lr=1e-3))
+        resume(state, arch=(8, ),
+               adjuster_optimizer=dict(type='Adam', lr=0.05))
+
+    yield ('checkpoint', 'resume with the adjuster Adam lr 1e-3 -> 0.05',
+           resumed_lr)
 
     def no_dim():
         state = trained()

@@ -150,12 +150,18 @@ def test_bad_inputs_get_errors_and_only_the_expected_cases_pass(
     assert passed == {
         'sigma=np.float32(0.01)', 'sigma=0.9',
         'resume with adjuster_optimizer SGD -> Adam',
+        'resume with the adjuster Adam lr 1e-3 -> 0.05',
         "meta['config'] holding Python code (on load)",
-        'make_digits_images(DIR)', 'make_digits_images(DIR, seed=1) again'
+        'make_digits_images(DIR)', 'make_digits_images(DIR, seed=1) again',
+        'a 1-class softmax head (g = 0)'
     }
+    one_class = next(got for _, what, got in rows
+                     if what == 'a 1-class softmax head (g = 0)')
+    assert one_class == 'ok, returned nonfinite=0'
     warned = {what for _, what, got in rows if 'warning:' in got}
     assert warned == passed - {'sigma=np.float32(0.01)',
-                               'make_digits_images(DIR)'}
+                               'make_digits_images(DIR)',
+                               'a 1-class softmax head (g = 0)'}
     assert all('<tmp>' in got or '/tmp' not in got for _, _, got in rows)
     assert (tmp_path / 't.md').read_text().startswith('| where |')
 
