@@ -124,6 +124,7 @@ def main(argv=None):
         argv if argv is not None else sys.argv[1:])),
                 torch=torch.__version__, numpy=np.__version__,
                 python=platform.python_version(),
+                cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 threads=torch.get_num_threads())
     names = DATASETS if args.dataset == 'all' else (args.dataset, )
     proto = args.proto
