@@ -189,9 +189,9 @@ class CompiledGALStep:
         on_fallback (Callable[[str], None], optional): Told why, once,
             when compiling fails; the step then runs eagerly. Defaults to
             None: raise instead.
-        on_compile (Callable[[tuple, float], None], optional): Told the
-            shape of z and the seconds of each first call per shape (the
-            compile time).
+        on_compile (Callable[[str, float], None], optional): Told what
+            was compiled (z's shape, and whether with a probe) and the
+            seconds of each first call per shape (the compile time).
         module_guards (bool): Whether the compiled graph re-checks the
             Python attributes of the modules it calls (the adjuster, the
             head's loss module) on every call. Defaults to False
@@ -206,7 +206,7 @@ class CompiledGALStep:
                  mode: Optional[str] = None,
                  dynamic: Optional[bool] = None,
                  on_fallback: Optional[Callable[[str], None]] = None,
-                 on_compile: Optional[Callable[[tuple, float],
+                 on_compile: Optional[Callable[[str, float],
                                                None]] = None,
                  module_guards: bool = False):
         # ~400 guards per call otherwise, half of them on the modules'
@@ -310,7 +310,11 @@ class CompiledGALStep:
             self.on_fallback(reason)
             return self._eager(args, optimizer, grad_scale)
         if first and self.on_compile is not None:
-            self.on_compile(tuple(z.shape), time.perf_counter() - t0)
+            self.on_compile(
+                f'z of shape {tuple(z.shape)}' +
+                ('' if initial is None else
+                 ' (with the probe of the initial adjuster)'),
+                time.perf_counter() - t0)
         if grads is not None:
             # Accumulated: the wrapper sums over micro-batches and groups.
             add_to_grads([self._params[k] for k in grads],

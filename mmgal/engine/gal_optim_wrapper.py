@@ -515,9 +515,9 @@ class GALOptimWrapper(OptimWrapper):
                       "host time per step; fast='eager' skips compiling).",
                       logger='current', level=logging.WARNING)
 
-        def compiled(shape: tuple, seconds: float) -> None:
-            print_log(f'GAL: compiled the step for z of shape {shape} in '
-                      f'{seconds:.1f} s.', logger='current')
+        def compiled(what: str, seconds: float) -> None:
+            print_log(f'GAL: compiled the step for {what} in {seconds:.1f} '
+                      's (once per shape).', logger='current')
 
         return CompiledGALStep(on_fallback=fallback, on_compile=compiled)
 
