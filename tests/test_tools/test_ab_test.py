@@ -108,3 +108,27 @@ def test_a_work_dir_of_another_config_is_not_overwritten(tmp_path):
                        r'other arguments \(config, configs differ'):
         ab_test.main([DIGITS_GAL, '--work-dir', str(work)])
     assert json.loads((work / 'manifest.json').read_text()) == manifest
+
+
+@pytest.mark.slow
+def test_a_detr_config_is_compared_on_its_coco_metric(tiny_coco, tmp_path):
+    """An MMDetection config: the default metric is CocoMetric's
+    coco/bbox_mAP, read from each run's scalars."""
+    from mm_helpers import shrink_detector
+    from mmengine.config import Config
+    root, ann = tiny_coco
+    cfg = shrink_detector(
+        Config.fromfile(osp.join(REPO, 'configs', 'mmdet', 'detr',
+                                 'detr_r50_8xb2-150e-gal_coco.py')),
+        root, ann, str(tmp_path / 'unused'), epochs=1)
+    path = tmp_path / 'tiny_detr_gal.py'
+    cfg.dump(str(path))
+    work = tmp_path / 'ab'
+    runs = ab_test.main([str(path), '--seeds', '2', '--arms', 'gal',
+                         'frozen', '--work-dir', str(work)])
+    results = json.loads((work / 'results.json').read_text())
+    assert results['meta']['metric'] == 'coco/bbox_mAP'
+    assert set(runs) == {'gal', 'frozen'}
+    assert '| gal - frozen |' in (work / 'report.md').read_text()
+    assert all(runs['gal'][s]['signals']['gal/adjuster_drift'] > 0
+               for s in (0, 1))
