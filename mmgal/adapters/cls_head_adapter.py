@@ -82,7 +82,7 @@ class ClsHeadAdapter(BaseGALAdapter):
     Examples:
         >>> # Picked by the head's class; MMPretrain's ImageClassifier keeps
         >>> # its head at `head`, GALHook's default.
-        >>> custom_hooks = [dict(type='GALHook')]
+        >>> default_hooks = dict(gal=dict(type='GALHook'))
 
     Args:
         head (nn.Module): The classification head.

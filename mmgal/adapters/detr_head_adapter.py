@@ -43,7 +43,7 @@ class DETRHeadAdapter(BaseGALAdapter):
         >>>                       allow_failed_imports=False)
         >>> optim_wrapper = dict(type='GALOptimWrapper', sigma=0.01,
         >>>                      gamma=1.0, arch=(64, 16))
-        >>> custom_hooks = [dict(type='GALHook')]
+        >>> default_hooks = dict(gal=dict(type='GALHook'))
 
     Args:
         head (nn.Module): ``DETRHead``, ``ConditionalDETRHead``,

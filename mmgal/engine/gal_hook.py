@@ -61,10 +61,10 @@ class GALHook(Hook):
     Examples:
         >>> # Any supported model (classifier or DETR-family detector):
         >>> # the hook finds the head by its class.
-        >>> custom_hooks = [dict(type='GALHook')]
+        >>> default_hooks = dict(gal=dict(type='GALHook'))
         >>> # One of several heads, or a head your own adapter handles:
-        >>> custom_hooks = [dict(type='GALHook', head='bbox_head',
-        >>>                      adapter='MyHeadAdapter')]
+        >>> default_hooks = dict(gal=dict(type='GALHook', head='bbox_head',
+        >>>                               adapter='MyHeadAdapter'))
 
     Args:
         head (str, optional): Dotted path of the head in the (unwrapped)

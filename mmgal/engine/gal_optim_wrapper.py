@@ -135,7 +135,7 @@ class GALOptimWrapper(OptimWrapper):
         >>> optim_wrapper = dict(
         >>>     type='GALOptimWrapper', sigma=0.01, gamma=1.0,
         >>>     arch=(256, 64, 32))
-        >>> custom_hooks = [dict(type='GALHook')]
+        >>> default_hooks = dict(gal=dict(type='GALHook'))
         >>> custom_imports = dict(imports=['mmgal'],
         >>>                       allow_failed_imports=False)
         >>> # A stock fp16 config adopts GAL by changing only the type:
