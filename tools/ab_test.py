@@ -203,15 +203,16 @@ def summarize_run(run_dir: str, metric: str) -> dict:
     and GAL's learning signals at the end."""
     rows = read_scalars(run_dir)
     vals = {}
-    losses, signals = {}, {}
+    losses, series = {}, {key: {} for key in SIGNALS}
     for row in rows:
         if metric in row:
             vals[row.get('step')] = row[metric]
         if 'loss' in row and 'iter' in row:
             losses[row['iter']] = row['loss']
         for key in SIGNALS:
-            if key in row:
-                signals[key] = row[key]
+            if key in row and 'iter' in row:
+                series[key][row['iter']] = row[key]
+    signals = {key: s[max(s)] for key, s in series.items() if s}
     if not vals:
         keys = sorted({k for r in rows for k in r
                        if '/' in k and not k.startswith('gal/')})
@@ -221,7 +222,9 @@ def summarize_run(run_dir: str, metric: str) -> dict:
     return dict(metric=[vals[s] for s in steps], val_steps=steps,
                 final=vals[steps[-1]], best=max(vals.values()),
                 loss_iters=sorted(losses),
-                loss=[losses[i] for i in sorted(losses)], signals=signals)
+                loss=[losses[i] for i in sorted(losses)], signals=signals,
+                signal_series={k: [[i, v[i]] for i in sorted(v)]
+                               for k, v in series.items() if v})
 
 
 def train_command(args, arm: str, seed: int, run_dir: str) -> list:
@@ -348,16 +351,18 @@ def plot(args, seeds: list, runs: dict, path: str) -> None:
             ax.fill_between(xs, ys.min(0), ys.max(0), alpha=0.2)
     axes[0].set(title=f'val {args.metric}', xlabel='validation')
     axes[1].set(title='training loss', xlabel='iteration')
-    finals = {k: [runs['gal'][s]['signals'].get(k, float('nan'))
-                  for s in seeds] for k in SIGNALS}
-    axes[2].bar(range(len(SIGNALS)), [np.nanmean(v) for v in
-                                      finals.values()])
-    axes[2].set_xticks(range(len(SIGNALS)))
-    axes[2].set_xticklabels([k.split('/')[1] for k in SIGNALS], rotation=20)
-    axes[2].set(title="GAL's learning signals at the end (mean over "
-                'seeds)')
+    for key in SIGNALS:  # the gal arm's signals over training
+        per_seed = [dict(map(tuple, runs['gal'][s].get(
+            'signal_series', {}).get(key, []))) for s in seeds]
+        iters = sorted(set.intersection(*(set(d) for d in per_seed)))
+        if iters:
+            axes[2].plot(iters, [np.mean([d[i] for d in per_seed])
+                                 for i in iters], label=key.split('/')[1])
+    axes[2].set(title="GAL's learning signals (gal arm, mean over seeds)",
+                xlabel='iteration')
+    axes[2].legend()
     for ax in axes[:2]:
-        ax.legend()
+        ax.legend()  # the arms
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
