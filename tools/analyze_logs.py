@@ -14,6 +14,11 @@ dir / run dir holding one; the newest run is taken). Figures:
   log10 of the mean |R| itself) and ``gal/cos_sim`` (cosine between g and
   the adjustment).
 - ``adopt_rate.png`` (Fig. 8b): ``gal/adopt_rate``, how often g~ beat g.
+- ``learning.png``: whether the adjuster learns: ``gal/remainder_ratio``
+  (|R| with the current over the initial adjuster on the logging batch:
+  below 1 when learning lowers it), ``gal/cos_init`` (its adjustment
+  against the initial one's) and ``gal/adjuster_drift`` (its weights'
+  turn away from the initial ones).
 
 ``--keys`` plots any other logged keys into ``custom.png``.
 """
@@ -28,6 +33,8 @@ PRESETS = {
     'loss': ('loss', None),
     'remainder': ('gal/remainder', 'gal/cos_sim'),
     'adopt_rate': ('gal/adopt_rate', None),
+    'learning': ('gal/remainder_ratio', 'gal/cos_init',
+                 'gal/adjuster_drift'),
 }
 
 

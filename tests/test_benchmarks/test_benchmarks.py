@@ -185,6 +185,8 @@ def test_analyze_logs_plots_the_paper_figures(tmp_path):
     for i in range(1, 6):
         rows.append({'lr': 0.1, 'loss': 2.0 / i, 'gal/remainder': 1e-4 / i,
                      'gal/cos_sim': 0.1, 'gal/adopt_rate': 0.9,
+                     'gal/remainder_ratio': 1.0, 'gal/cos_init': 1 - i / 10,
+                     'gal/adjuster_drift': i / 100,
                      'epoch': 1, 'iter': i, 'step': i})
     rows.append({'accuracy/top1': 90.0, 'step': 1})
     write_log(tmp_path / 'gal' / 'run' / 'vis_data' / 'scalars.json', rows)
@@ -196,7 +198,8 @@ def test_analyze_logs_plots_the_paper_figures(tmp_path):
         'baseline', 'GAL', '--out', str(tmp_path / 'out')
     ])
     names = sorted(osp.basename(p) for p in written)
-    assert names == ['adopt_rate.png', 'loss.png', 'remainder.png']
+    assert names == ['adopt_rate.png', 'learning.png', 'loss.png',
+                     'remainder.png']
     log = analyze_logs.load_log(str(tmp_path / 'gal'))
     assert len(log['train']) == 5 and len(log['val']) == 1
     assert analyze_logs.val_metric([log]) == 'accuracy/top1'
