@@ -1,7 +1,6 @@
 import copy
 import inspect
 import logging
-import math
 from contextlib import contextmanager
 from typing import Dict, Optional, Sequence, Union
 
@@ -14,7 +13,8 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import Tensor, nn
 from torch.optim import Adam, AdamW, Optimizer
 
-from mmgal.core import (ADJUSTER_KINDS, STAT_NAMES, CompiledGALStep,
+from .gal_statistics import read_stats
+from mmgal.core import (ADJUSTER_KINDS, CompiledGALStep,
                         build_adjuster, check_arch, check_gal_args,
                         check_real, compile_unavailable, dtype_from_name,
                         fast_optimizer, gal_step, is_real,
@@ -40,9 +40,6 @@ MODEL_OPTIMIZER = 'model'
 # How a torch optimizer runs, not what it computes: not reported as a
 # changed setting on resume.
 _IMPL_FLAGS = ('fused', 'foreach', 'capturable', 'differentiable')
-# The per-step sums kept on the device between logging intervals
-# (GALOutput.stats, summed).
-_SUMS = STAT_NAMES
 
 
 class _InjectGrad(torch.autograd.Function):
@@ -63,46 +60,6 @@ class _InjectGrad(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         grad, = ctx.saved_tensors
         return (grad * grad_output).to(grad.dtype), None, None
-
-
-def summarize(sums: Sequence[float]) -> Dict[str, float]:
-    """The logged GAL statistics from the interval's sums (see ``_SUMS``;
-    under DDP, summed over the ranks): means over the finite steps,
-    ``adopt_rate`` over all steps, ``nonfinite`` a count, the probe's
-    ratio and cosine over the probed steps. Empty without steps."""
-    sums = dict(zip(_SUMS, sums))
-    count = sums['steps']
-    if count == 0:
-        return {}
-    n_finite = count - sums['nonfinite']
-
-    def finite_mean(key):
-        return sums[key] / n_finite if n_finite > 0 else float('nan')
-
-    res = {k: finite_mean(k)
-           for k in ('remainder', 'cos_sim', 'tentative_gain')}
-    abs_mean = finite_mean('abs_remainder')
-    res['log10_remainder'] = (math.log10(abs_mean) if abs_mean > 0 else
-                              float('-inf') if abs_mean == 0 else
-                              float('nan'))
-    res['adopt_rate'] = sums['adopt_rate'] / count
-    res['nonfinite'] = sums['nonfinite']
-    if sums['probes'] > 0:
-        res['remainder_ratio'] = (
-            sums['probe_learned'] / sums['probe_initial']
-            if sums['probe_initial'] > 0 else float('nan'))
-        res['cos_init'] = sums['cos_init'] / sums['probes']
-    return res
-
-
-def _sine(w: Tensor, ref: Optional[Tensor]) -> Optional[Tensor]:
-    """sin of the angle between two weight vectors: the change of w
-    beyond a common rescaling of ref (0 for w = c * ref)."""
-    if ref is None:
-        return None
-    cos = torch.nn.functional.cosine_similarity(
-        w.double(), ref.double(), dim=0, eps=1e-30)
-    return (1 - cos.clamp(-1, 1)**2).clamp_min(0).sqrt()
 
 
 def _inner_optimizer(optimizer: Optimizer) -> Optimizer:
@@ -681,7 +638,7 @@ class GALOptimWrapper(OptimWrapper):
         else:
             self._gal_micro_steps += out.adopted.numel()
         # One vector per step (a grouped step: summed over its groups),
-        # kept on the device (see _SUMS).
+        # kept on the device (see STAT_NAMES).
         if self._stats is None:
             self._stats = out.stats.clone()
         else:
@@ -693,64 +650,15 @@ class GALOptimWrapper(OptimWrapper):
             z, loss.to(torch.promote_types(z.dtype, torch.float32)),
             out.grad)
 
-    def _weights(self, adjuster: Optional[nn.Module] = None
-                 ) -> Optional[Tensor]:
-        """The adjuster's weights as one float32 vector (None without
-        any)."""
-        adjuster = adjuster if adjuster is not None else self.adjuster
-        params = [p.detach().reshape(-1).float()
-                  for p in adjuster.parameters()] \
-            if adjuster is not None else []
-        return torch.cat(params) if params else None
-
     def pop_gal_stats(self) -> Dict[str, float]:
         """Averages over the GAL steps since the last call, as floats, for
         logging (one host read); under DDP over every rank's steps (one
         all-reduce, which every rank must call). Empty when GAL ran no
-        step.
-
-        Keys: ``remainder`` (mean |R| / (eta |g~|)^2, the curvature along
-        the step), ``log10_remainder`` (log10 of the mean |R|),
-        ``adopt_rate``, ``cos_sim`` (g vs the adjustment),
-        ``nonfinite`` (count), ``tentative_gain`` (mean l - l'); for a
-        learned adjuster also ``adjuster_update`` (the sine of the angle
-        between its weights now and at the last call: their change beyond
-        a common rescaling, which Eq. 4 ignores), ``adjuster_drift`` (the
-        same against its initial weights) and, where the hook
-        probed this interval's logging iteration, ``remainder_ratio``
-        (|R| with the current adjuster over |R| with the initial one on
-        the same batches: below 1 when learning lowers the remainder) and
-        ``cos_init`` (cosine of the current adjustment with the initial
-        adjuster's).
-        """
+        step. The keys: :func:`mmgal.engine.gal_statistics.read_stats`."""
         stats, self._stats = self._stats, None
-        weights = self._weights() if self._initial_adjuster is not None \
-            else None
-        if get_world_size() > 1 and self.adjuster is not None:
-            if stats is None:
-                # This rank ran no GAL step; it still joins the collective.
-                param = next(self.adjuster.parameters(), None)
-                stats = torch.zeros(
-                    len(_SUMS),
-                    device=param.device if param is not None else 'cpu')
-            torch_dist.all_reduce(stats)
-        if stats is None:
-            return {}
-        extra = []
-        if weights is not None:
-            last, self._last_weights = self._last_weights, weights
-            init = self._weights(self._initial_adjuster)
-            # Against the weights at the last log, and at the start.
-            extra = [_sine(weights, w) for w in (last, init)]
-        vals = torch.cat([stats.double().reshape(-1)] + [
-            x.reshape(1).to(stats.device) for x in extra if x is not None
-        ]).cpu().tolist()
-        res = summarize(vals[:len(_SUMS)])
-        rest = iter(vals[len(_SUMS):])
-        if res:
-            for key, x in zip(('adjuster_update', 'adjuster_drift'), extra):
-                if x is not None:
-                    res[key] = next(rest)
+        res, self._last_weights = read_stats(
+            stats, self.adjuster, self._initial_adjuster,
+            self._last_weights)
         return res
 
     def step(self, **kwargs) -> None:

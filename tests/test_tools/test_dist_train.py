@@ -11,7 +11,7 @@ import torch
 from mm_helpers import DIGITS_GAL, read_scalars
 
 from mmgal.engine import GALOptimWrapper
-from mmgal.engine.gal_optim_wrapper import summarize
+from mmgal.engine.gal_statistics import summarize
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HERE = osp.dirname(osp.abspath(__file__))
