@@ -125,7 +125,7 @@ def _compile_error(err: Exception) -> str:
     cause = getattr(err, 'inner_exception', None) or err
     first = (str(cause).strip().splitlines() or [''])[0]
     hint = ''
-    if 'torchinductor' in first.lower() or 'TORCHINDUCTOR' in first:
+    if 'torchinductor' in first.lower():
         # e.g. a compile killed mid-write leaves an empty .so there
         hint = (". It names a file in torch's compile cache, which may be "
                 'damaged (a compile killed while writing it): delete that '

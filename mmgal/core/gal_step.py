@@ -388,6 +388,21 @@ _NO_Z = ('loss_fn(z) does not depend on z ({}): pass the loss computed '
          'from the z it is given')
 
 
+def _task_loss(loss_fn, loss_shape: Optional[tuple], grouped: bool):
+    """``z -> (what to differentiate, the loss)`` in z's dtype: the sum of
+    the groups' losses (groups do not share rows, so its gradient is each
+    group's own), the loss's shape checked unless ``loss_shape`` is None."""
+
+    def task_loss(zz):
+        loss = loss_fn(zz)
+        if loss_shape is not None:
+            _check_loss(loss, loss_shape, grouped)
+        loss = _cast(loss, zz.dtype)
+        return (loss.sum() if grouped else loss), loss
+
+    return task_loss
+
+
 class EagerGrads:
     """How the eager step takes its two gradients: ``torch.autograd.grad``
     behind ``torch.func.grad``'s contract (``grad(fn)(x)`` returns the
@@ -477,15 +492,7 @@ def run_step(grads, adjuster: nn.Module, params: Dict[str, Tensor],
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
 
-        def task_loss(zz):
-            loss = loss_fn(zz)
-            if spec.loss_shape is not None:
-                _check_loss(loss, spec.loss_shape, spec.grouped)
-            loss = loss.to(zz.dtype)
-            return (loss.sum() if spec.grouped else loss), loss
-
-        # Groups do not share rows: the gradient of the sum is each
-        # group's own gradient.
+        task_loss = _task_loss(loss_fn, spec.loss_shape, spec.grouped)
         g, loss = grads.grad(task_loss)(z)
         loss = loss.detach()
         native = None
@@ -530,14 +537,7 @@ def run_step(grads, adjuster: nn.Module, params: Dict[str, Tensor],
 def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
     """``loss_fn(z0)`` and its gradient g w.r.t. ``z0``, or ``ValueError``
     when the loss has the wrong shape or does not depend on z."""
-
-    def task_loss(zz):
-        loss = loss_fn(zz)
-        _check_loss(loss, loss_shape, grouped)
-        loss = _cast(loss, zz.dtype)
-        return (loss.sum() if grouped else loss), loss
-
-    g, loss = EagerGrads.grad(task_loss)(z0)
+    g, loss = EagerGrads.grad(_task_loss(loss_fn, loss_shape, grouped))(z0)
     return loss, g
 
 
