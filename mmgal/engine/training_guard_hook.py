@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from mmgal.utils.checkpoint import (confine_runtime_info,
+from mmgal.utils.checkpoint import (checkpoint_hook, confine_runtime_info,
                                     strip_executable_meta)
 
 DATA_BATCH = Optional[dict]
@@ -72,7 +72,7 @@ class TrainingGuardHook(Hook):
                          batch_idx: int,
                          data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
-        hook = self._checkpoint_hook(runner)
+        hook = checkpoint_hook(runner)
         if not getattr(self, '_by_epoch', True) and hook is not None and (
                 self.every_n_train_iters(runner, hook.interval) or (
                     hook.save_last and self.is_last_train_iter(runner))):
@@ -110,7 +110,7 @@ class TrainingGuardHook(Hook):
         out of the rotation (or the run stopped) now, not when the new
         checkpoint is written. One host read, only where a checkpoint may
         be written."""
-        hook = self._checkpoint_hook(runner)
+        hook = checkpoint_hook(runner)
         if hook is None or getattr(hook, 'max_keep_ckpts', -1) <= 0:
             return
         model = runner.model.module if hasattr(runner.model, 'module') \
@@ -148,7 +148,7 @@ class TrainingGuardHook(Hook):
                 f'the model weights are not finite at {self._unit()} {step}: '
                 f'this checkpoint is not written; {last}. Lower the learning '
                 'rate (or clip gradients) and resume from that checkpoint')
-        hook = self._checkpoint_hook(runner)
+        hook = checkpoint_hook(runner)
         if hook is not None:
             self._keep_out_of_rotation(runner, hook)
         print_log(
@@ -160,7 +160,7 @@ class TrainingGuardHook(Hook):
 
     # ---------------------------------------------------------- helpers
     def before_run(self, runner) -> None:
-        hook = self._checkpoint_hook(runner)
+        hook = checkpoint_hook(runner)
         self._by_epoch = getattr(hook, 'by_epoch', True)
 
     def _unit(self) -> str:
@@ -176,8 +176,3 @@ class TrainingGuardHook(Hook):
             return 'no checkpoint with finite weights was written'
         return (f'the last checkpoint with finite weights is '
                 f'{self._unit()} {self._last_finite}')
-
-    @staticmethod
-    def _checkpoint_hook(runner):
-        return next((h for h in runner.hooks
-                     if type(h).__name__ == 'CheckpointHook'), None)

@@ -136,6 +136,12 @@ def _inside(path, folder: str) -> bool:
     return osp.commonpath([path, folder]) == folder and path != folder
 
 
+def checkpoint_hook(runner):
+    """The runner's mmengine ``CheckpointHook``, or None."""
+    return next((h for h in runner.hooks
+                 if type(h).__name__ == 'CheckpointHook'), None)
+
+
 def confine_runtime_info(checkpoint: dict, runner) -> list:
     """Keep from ``checkpoint['message_hub']['runtime_info']`` only what the
     resuming run would have written itself, before ``Runner.resume`` loads
@@ -158,8 +164,7 @@ def confine_runtime_info(checkpoint: dict, runner) -> list:
     info = hub.get('runtime_info') if isinstance(hub, dict) else None
     if not isinstance(info, dict):
         return []
-    hook = next((h for h in runner.hooks
-                 if type(h).__name__ == 'CheckpointHook'), None)
+    hook = checkpoint_hook(runner)
     folder = getattr(hook, 'out_dir', None) or runner.work_dir
     if not osp.isdir(str(folder)):
         folder = runner.work_dir
