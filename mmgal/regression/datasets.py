@@ -100,13 +100,14 @@ def check_finite(X: np.ndarray, y: np.ndarray, source: str,
             f'target {float(y[row])}); {int(bad.sum())} row(s) in all. Fix '
             'or drop them: every metric would be NaN.')
     # Finite but beyond float32 training: squares past 3.4e38 overflow.
-    huge = np.abs(np.column_stack([X, y])) >= HUGE
+    table = np.column_stack([X, y])
+    huge = np.abs(table) >= HUGE
     if huge.any():
         row, col = (int(i) for i in np.argwhere(huge)[0])
         what = 'the target' if col == X.shape[1] else f'feature {col}'
         raise ValueError(
             f'{source}: line {row + first_line} (data row {row}): {what} '
-            f'is {float(np.column_stack([X, y])[row, col]):g}; values of '
+            f'is {float(table[row, col]):g}; values of '
             f'{HUGE:g} or more overflow float32 training (their squares '
             'pass 3.4e38): rescale that column.')
     if y.size and np.ptp(y) == 0:
