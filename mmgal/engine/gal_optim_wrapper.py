@@ -269,9 +269,8 @@ class GALOptimWrapper(OptimWrapper):
         self._gal_micro_steps = 0
         self._gal_calls = 0  # GAL calls since the adjuster's last update
         # The adjuster's Adam update inside the compiled step (see
-        # _step_adjuster), and the updates it made since the last step().
+        # _step_adjuster).
         self._in_graph = False
-        self._graph_updates = 0
         self._warned_idle = False
         self._stats: Optional[Tensor] = None
         self._init_amp(loss_scale, dtype)
@@ -633,9 +632,7 @@ class GALOptimWrapper(OptimWrapper):
                           grad_scale=1.0 / (z.shape[0] if grouped else 1))
         out = self._gal_step(z, loss_fn, self.adjuster, initial=initial,
                              **kwargs)
-        if self._in_graph:
-            self._graph_updates += 1
-        else:
+        if not self._in_graph:  # else already applied in the graph
             self._gal_micro_steps += out.adopted.numel()
         # One vector per step (a grouped step: summed over its groups),
         # kept on the device (see STAT_NAMES).
@@ -676,10 +673,8 @@ class GALOptimWrapper(OptimWrapper):
         if self.adjuster_optimizer is None:
             return
         calls, self._gal_calls = self._gal_calls, 0
-        in_graph, self._graph_updates = self._graph_updates, 0
         distributed = get_world_size() > 1
-        if self.enabled and self._gal_micro_steps == 0 and not in_graph \
-                and not self._warned_idle:
+        if self.enabled and calls == 0 and not self._warned_idle:
             self._warned_idle = True
             print_log(
                 'GALOptimWrapper: the model was updated but GAL ran no step '
