@@ -214,12 +214,10 @@ def cases(data_root: str, tmp: str):
         return GALOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
                                **kw) and None
 
-    for kw in (dict(adjuster_lr_ratio=float('nan')),
-               dict(adjuster_optimizer='model',
-                    adjuster_lr_ratio=float('inf')),
-               dict(adjuster_lr_ratio=0.5),
-               dict(adjuster_optimizer=dict(type='Adam', lr=1e-3),
-                    adjuster_lr_ratio=0.5),
+    for kw in (dict(adjuster_lr_ratio=0.5), dict(gal_dtype='float64'),
+               dict(remainder='taylor'), dict(sigam=0.1),
+               dict(preset='paper'),
+               dict(adjuster_optimizer=dict(type='Adam', lr=float('nan'))),
                dict(tentative_lr=0), dict(tentative_lr=float('inf')),
                dict(tentative_lr=float('nan')), dict(loss_scale=0),
                dict(loss_scale=-1), dict(enabled='False'),

@@ -62,7 +62,7 @@ def measure(z, target, loss, exact, adjuster, lr, sigma, batches, batch,
         got = {
             # The release's way: the difference of two losses in float32.
             'taylor': gal_step(zb, lambda t: loss(t, tb), frozen, lr, sigma,
-                               remainder='taylor'),
+                               dtype=torch.float32),
             # The default for a closed form: float32.
             'exact': gal_step(zb, exact(tb), frozen, lr, sigma),
             # The default for a plain loss: the difference in float64.
@@ -140,8 +140,8 @@ def digits_row(args, gen):
 
 MOTION_SETTINGS = {
     # name: GALSettings overrides
-    "release (Eq. 4 per row, |R|, float32 difference)":
-    dict(normalize='row', objective='abs', remainder='taylor'),
+    "the release preset (Eq. 4 per row, |R|, its remainder, the model's "
+    "Adam)": dict(preset='release'),
     "Eq. 4 per row, this project's objective and exact R":
     dict(normalize='row'),
     "defaults (normalize='auto': over the batch for d = 1)": dict(),

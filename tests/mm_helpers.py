@@ -164,14 +164,14 @@ class RealGAL:
         self.wrapper.setup_adjuster(dim)
         self.adjuster = self.wrapper.adjuster
         self.calls = []
-        real = self.wrapper._gal_step
+        real = self.wrapper.learner.step_fn
 
         def recording(z, loss_fn, adjuster, **kw):
             out = real(z, loss_fn, adjuster, **kw)
             self.calls.append((z, loss_fn, out, kw))
             return out
 
-        self.wrapper._gal_step = recording
+        self.wrapper.learner.step_fn = recording
 
     def __call__(self, z, loss_fn, grouped=False):
         return self.wrapper.gal_forward(z, loss_fn, grouped)

@@ -66,22 +66,22 @@ MUTANTS = (
            '[grads[k] * grad_scale if grad_scale != 1 else grads[k]',
            '[torch.zeros_like(grads[k])',
            ('tests/test_core/test_compiled_step.py', )),
-    Mutant('no-adjuster-step', 'the wrapper never steps the adjuster',
-           'mmgal/engine/gal_optim_wrapper.py',
-           'self.adjuster_optimizer.step()', 'pass  # mutant',
+    Mutant('no-adjuster-step', 'the adjuster learner never steps the '
+           'adjuster', 'mmgal/core/adjuster_learner.py',
+           'self.optimizer.step()', 'pass  # mutant',
            ('tests/test_engine/test_gal_optim_wrapper.py', )),
     Mutant('policy-always-g', 'the policy always picks the vanilla g',
            'mmgal/core/gal_step.py',
            'grad = torch.where(rows_adopt, g_adj, g_out)', 'grad = g_out',
            ('tests/test_core/test_gal_step.py', )),
     Mutant('ddp-sum', "the adjuster's gradient is summed over the ranks, "
-           'not averaged', 'mmgal/engine/gal_optim_wrapper.py',
+           'not averaged', 'mmgal/core/adjuster_learner.py',
            'flat = flat[:-1] / flat[-1:].clamp_min(1.0)', 'flat = flat[:-1]',
            ('tests/test_engine/test_gal_optim_wrapper_ddp.py', )),
     Mutant('accumulation-sum', "the adjuster's gradient is summed over "
            'accumulated micro-batches, not averaged',
-           'mmgal/engine/gal_optim_wrapper.py',
-           'torch._foreach_mul_(grads, 1.0 / self._gal_micro_steps)',
+           'mmgal/core/adjuster_learner.py',
+           'torch._foreach_mul_(grads, 1.0 / self._micro_steps)',
            'pass  # mutant', ('tests/test_engine/test_gal_optim_wrapper.py',
                               )),
     Mutant('remainder-sign', "the remainder's first-order term with the "
@@ -123,10 +123,15 @@ MUTANTS = (
            ('tests/test_engine/test_gal_optim_wrapper.py', )),
     Mutant('in-graph-unaveraged', "the adjuster's in-graph update sums a "
            "grouped step's groups instead of averaging them",
-           'mmgal/engine/gal_optim_wrapper.py',
+           'mmgal/core/adjuster_learner.py',
            'grad_scale=1.0 / (z.shape[0] if grouped else 1))',
            'grad_scale=1.0)',
            ('tests/test_engine/test_gal_optim_wrapper.py', )),
+    Mutant('settings-preset-ignored', "the release preset leaves the "
+           "default's remainder", 'mmgal/core/settings.py',
+           "    'release': dict(remainder='reference',",
+           "    'release': dict(remainder='exact',",
+           ('tests/test_core/test_settings.py', )),
 )
 
 

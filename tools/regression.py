@@ -42,10 +42,8 @@ def parse_args(argv=None):
     p.add_argument('--policy', default='le',
                    choices=('le', 'lt', 'always', 'never'))
     p.add_argument('--remainder', default='exact', choices=REMAINDERS,
-                   help="'exact' (default: MSE's closed form), 'taylor' "
-                   '(the difference of two losses in --gal-dtype: the '
-                   "tables made before the exact form), 'reference' (the "
-                   "authors' release)")
+                   help="'exact' (default: MSE's closed form) or "
+                   "'reference' (the authors' release)")
     p.add_argument('--objective', default='normalized', choices=OBJECTIVES,
                    help="the adjuster's objective: 'normalized' (default, "
                    "|R| / (lr |g~|)^2) or 'abs' (the paper's |R|)")
@@ -61,13 +59,6 @@ def parse_args(argv=None):
                    "adjuster), 'compile' (step and adjuster update as one "
                    'compiled graph; compiles for seconds once per batch '
                    'shape); the same training up to float rounding')
-    p.add_argument('--gal-dtype', default=None,
-                   choices=('float32', 'float64'),
-                   help="dtype of GAL's maths (GALSettings.gal_dtype; "
-                   "default float32): with --remainder taylor, float64 "
-                   'resolves the remainder, which float32 rounds away on '
-                   'these tasks (docs/results/remainder_precision.md); the '
-                   'exact remainder needs no more than float32')
     p.add_argument('--seed', type=int, default=0, help='first seed')
     p.add_argument('--data-root', help='folder with boston_housing.data and '
                    'california_housing.csv (default: $MMGAL_DATA_ROOT, '
@@ -158,8 +149,7 @@ def main(argv=None):
                 data_root=args.data_root,
                 gal_kwargs=dict(policy=args.policy, remainder=args.remainder,
                                 objective=args.objective,
-                                normalize=args.normalize, fast=args.fast,
-                                gal_dtype=args.gal_dtype),
+                                normalize=args.normalize, fast=args.fast),
                 progress=tick,
                 **({'source': args.california_source}
                    if name == 'california' else {})))

@@ -2,6 +2,7 @@
 from .adjusters import (ADJUSTER_KINDS, CNNGradientAdjuster, GradientAdjuster,
                         NoiseGradientAdjuster, build_adjuster,
                         check_arch, warn_if_unlearnable)
+from .adjuster_learner import AdjusterLearner, select_step
 from .compiled_step import CompiledGALStep, compile_unavailable
 from .fast_optimizer import fast_optimizer
 from .gal_step import (NORMALIZATIONS, OBJECTIVES, POLICIES, REMAINDERS,
@@ -10,12 +11,15 @@ from .gal_step import (NORMALIZATIONS, OBJECTIVES, POLICIES, REMAINDERS,
                        check_gal_args, check_real, check_step_args,
                        dtype_from_name, gal_step, is_real, native_dtype,
                        resolve_normalize, work_dtype)
+from .settings import FAST_MODES, PRESETS, RETIRED, GALSettings
 from .remainders import (ExactLoss, abs_remainder, cross_entropy_loss,
                          expm1mx, has_remainder, mlog1pmx, mse_loss,
                          softmax_remainder, softplus_remainder,
                          square_remainder)
 
 __all__ = [
+    'AdjusterLearner', 'select_step', 'GALSettings', 'FAST_MODES',
+    'PRESETS', 'RETIRED',
     'ADJUSTER_KINDS', 'POLICIES', 'REMAINDERS', 'OBJECTIVES',
     'NORMALIZATIONS', 'check_choice', 'resolve_normalize', 'ExactLoss',
     'abs_remainder', 'cross_entropy_loss', 'expm1mx', 'has_remainder',

@@ -30,11 +30,10 @@ from torch.func import functional_call
 from .remainders import has_remainder
 
 POLICIES = ('le', 'lt', 'always', 'never')
-# 'exact': closed form (ExactLoss) or the difference in float64; 'taylor':
-# the difference in the work dtype (this project before the exact form);
-# 'reference': the authors' release (the first-order term averaged over
-# rows, the difference in the work dtype).
-REMAINDERS = ('exact', 'taylor', 'reference')
+# 'exact': closed form (ExactLoss) or the difference in float64 (unless
+# the step's dtype says otherwise); 'reference': the authors' release (the
+# difference in the work dtype, the first-order term averaged over rows).
+REMAINDERS = ('exact', 'reference')
 # The adjuster's objective: 'normalized' |R| / (eta |g~|)^2 with a detached
 # denominator (the same minimiser per step, a gradient of order one);
 # 'abs': |R| (the paper; its gradient is O(eta^2)).
@@ -132,9 +131,8 @@ def check_gal_args(sigma: float, gamma: float, policy: str,
                  " (Algorithm 1: 'le' line 7 with <=, 'lt' line 7 with <, "
                  "'always' line 8, 'never' line 10)")
     check_choice('remainder', remainder, REMAINDERS,
-                 " ('exact': closed form or float64; 'taylor': the "
-                 "difference of two losses in the work dtype; 'reference': "
-                 "the authors' release)")
+                 " ('exact': closed form or float64; 'reference': the "
+                 "authors' release)")
     check_choice('objective', objective, OBJECTIVES)
     check_choice('normalize', normalize, NORMALIZATIONS)
 
@@ -188,7 +186,7 @@ def native_dtype(z_dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(z_dtype, torch.float32)
 
 
-def work_dtype(z_dtype: torch.dtype, dtype=None, remainder: str = 'taylor',
+def work_dtype(z_dtype: torch.dtype, dtype=None, remainder: str = 'reference',
                loss_fn=None) -> torch.dtype:
     """The dtype GAL's maths run in: ``dtype`` when given; float64 for an
     exact remainder of a loss without a closed form (R is then a difference
@@ -629,12 +627,11 @@ def gal_step(z: Tensor,
         remainder (str): ``'exact'`` (default): R from the loss's closed
             form (an ExactLoss), else the difference l' - l + eta<g~, g>
             in float64 (unless ``dtype`` says otherwise); l' - l is
-            ``R - eta<g~, g>`` from the same terms. ``'taylor'``: the same
-            difference in the work dtype (float32 for float32 z), which
-            cancels below the loss's rounding on most tasks.
-            ``'reference'``: the authors' release: that difference with
-            the first-order term averaged over the rows of z instead of
-            summed.
+            ``R - eta<g~, g>`` from the same terms (``dtype=float32`` with
+            a plain loss: the difference in float32, which cancels below
+            the loss's rounding on most tasks). ``'reference'``: the
+            authors' release: that difference with the first-order term
+            averaged over the rows of z instead of summed.
         grouped (bool): z's first dimension indexes G independent GAL
             problems (e.g. the decoder layers of DETR, shape (G, ..., d))
             solved in one step: each group has its own loss, remainder and

@@ -162,25 +162,22 @@ class GALHook(Hook):
         if param is None:
             param = next(model.parameters(), None)
         device = param.device if param is not None else 'cpu'
-        wrapper.prepare(device, list(head.parameters()))
-        if dim is not None:
-            wrapper.setup_adjuster(dim)
+        wrapper.setup_adjuster(dim, device, list(head.parameters()))
         self._wrapper = wrapper
         if self.interval is None:
             self.interval = next((h.interval for h in runner.hooks
                                   if type(h).__name__ == 'LoggerHook'), 10)
         if wrapper.enabled:
+            s = wrapper.settings
             self.adapter.install(wrapper.gal_forward)
             size = f'z dim {dim}' if dim is not None else \
                 'z dim from the first output'
             print_log(
                 f'GAL on {type(head).__name__} ({type(self.adapter).__name__}'
-                f', {size}): {wrapper.adjuster_kind} adjuster '
-                f'{wrapper.arch}, sigma {wrapper.sigma}, gamma '
-                f'{wrapper.gamma}, policy {wrapper.policy}, remainder '
-                f'{wrapper.remainder}, objective {wrapper.objective}, '
-                f'normalize {wrapper.normalize}',
-                logger='current')
+                f', {size}): {s.adjuster} adjuster {s.arch}, sigma '
+                f'{s.sigma}, gamma {s.gamma}, policy {s.policy}, remainder '
+                f'{s.remainder}, objective {s.objective}, normalize '
+                f'{s.normalize}', logger='current')
         else:
             print_log('GAL is switched off (GALOptimWrapper.enabled=False)',
                       logger='current')

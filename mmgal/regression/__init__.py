@@ -4,7 +4,8 @@ from .datasets import (DATASETS, california_from_raw, load_boston,
                        resolve_data_root)
 from .experiment import (PAPER_MODELS, PAPER_TABLE_V, PROTOCOLS, Protocol,
                          format_table, make_protocol, run_dataset, t_test)
-from .trainer import (GALSettings, MLPRegressor, RegressionStep,
+from mmgal.core import GALSettings
+from .trainer import (MLPRegressor, RegressionStep,
                       fit_regressor, regression_metrics)
 
 __all__ = [

@@ -1,10 +1,10 @@
 """MLP regressors trained with or without GAL, through the core's gal_step.
 
 Both arms of a comparison share the seed: the same split, the same initial
-weights (the model is built before the adjuster) and the same batch order.
+weights (the adjuster's come from a private generator) and the same batch
+order.
 """
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -12,24 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmgal.core import (CompiledGALStep, GALOutput, build_adjuster,
-                        check_count, check_gal_args, check_real,
-                        compile_unavailable, dtype_from_name,
-                        fast_optimizer, gal_step, mse_loss,
-                        warn_if_unlearnable)
-
-# GALSettings.fast: 'eager' (the reference: eager step, for-loop Adam, what
-# produced docs/results' Table V), 'auto' (the step and the adjuster's Adam
-# update as one torch.compile-d graph where torch.compile works here, else
-# the eager step with a fused Adam), 'compile' (compiled wherever it can be
-# tried); where compiling fails, one warning and the eager step.
-FAST_MODES = ('eager', 'auto', 'compile')
-
-
-def _warn_fallback(reason: str) -> None:
-    warnings.warn(f'GAL: torch.compile could not build the step {reason}; '
-                  'it runs eagerly from now on (the same training).',
-                  stacklevel=2)
+from mmgal.core import (AdjusterLearner, GALOutput, GALSettings, check_count,
+                        check_real, mse_loss)
 
 
 class MLPRegressor(nn.Module):
@@ -54,67 +38,6 @@ class MLPRegressor(nn.Module):
 
 
 @dataclass
-class GALSettings:
-    """GAL's settings for the regression trainer.
-
-    Args:
-        sigma (float): Relative adjustment strength (< 1, since d = 1).
-        gamma (float): Tentative learning-rate scale.
-        arch (Sequence[int]): Adjuster hidden widths.
-        policy (str): Update policy, see :func:`mmgal.core.gal_step`.
-        remainder (str): ``'exact'`` (default: MSE's closed form
-            lr^2 mean(g~^2)), ``'taylor'`` (the difference of two losses
-            in ``gal_dtype``, float32 by default: the tables made before
-            the exact form) or ``'reference'`` (the authors' release).
-        objective (str): The adjuster's objective, ``'normalized'``
-            (default) or ``'abs'`` (the paper's |R|); see
-            :func:`mmgal.core.gal_step`.
-        normalize (str): Eq. 4's norms: ``'auto'`` (default; with one
-            output, as here, the batch: a deviation from Eq. 4 under which
-            the adjuster gets a gradient), ``'row'`` (Eq. 4 as written:
-            the adjuster gets none for d = 1) or ``'batch'``.
-        kind (str): Adjuster kind (``'mlp'``, ``'cnn'``, ``'uniform'``,
-            ``'normal'``).
-        lr_ratio (float): Adjuster lr = ``lr_ratio`` * model lr (Adam
-            without weight decay).
-        fast (str): How the GAL step runs: ``'auto'`` (default: the step
-            and the adjuster's Adam update as one ``torch.compile``-d
-            graph, see :class:`mmgal.core.CompiledGALStep`, where
-            torch.compile works here; compiling takes seconds once, and
-            once more for the smaller last batch; else the eager step and
-            PyTorch's fused Adam), ``'compile'`` (compiled wherever it can
-            be tried) or ``'eager'`` (the reference: the eager step and a
-            for-loop Adam, bit for bit what produced the published tables;
-            ``tools/regression.py``'s default). Where compiling fails, one
-            warning and the eager step. All give the same training up to
-            float rounding.
-        gal_dtype (str, optional): The dtype of GAL's maths, ``'float32'``
-            or ``'float64'``. Defaults to None: float32 (the exact form
-            needs no more), as the authors' release.
-    """
-    sigma: float = 0.1
-    gamma: float = 1.0
-    arch: Sequence[int] = (16, 4)
-    policy: str = 'le'
-    remainder: str = 'exact'
-    objective: str = 'normalized'
-    normalize: str = 'auto'
-    kind: str = 'mlp'
-    lr_ratio: float = 1.0
-    fast: str = 'auto'
-    gal_dtype: Optional[str] = None
-
-    def __post_init__(self):
-        check_gal_args(self.sigma, self.gamma, self.policy, self.remainder,
-                       self.objective, self.normalize)
-        check_real('lr_ratio', self.lr_ratio)
-        if self.fast not in FAST_MODES:
-            raise ValueError(f'fast must be one of {FAST_MODES}, got '
-                             f'{self.fast!r}')
-        dtype_from_name('gal_dtype', self.gal_dtype)
-
-
-@dataclass
 class TrainResult:
     """What :func:`fit_regressor` returns: the trained model, the epoch
     whose weights it holds, per-epoch history and, with GAL, the adjuster
@@ -132,11 +55,11 @@ def _mse(model: nn.Module, X: Tensor, y: Tensor) -> float:
 
 class RegressionStep:
     """One training iteration of a regressor: MSE loss, Adam, and with
-    ``gal`` a GAL step on the predictions and the adjuster's update.
+    ``gal`` a GAL step on the predictions and the adjuster's update (an
+    :class:`~mmgal.core.AdjusterLearner`, on the model's device).
 
     What :func:`fit_regressor` runs for every batch (and what
-    ``benchmarks/overhead.py`` times). The adjuster is built here, after
-    the model, from the global random stream, on the model's device.
+    ``benchmarks/overhead.py`` times).
 
     Args:
         model (nn.Module): The regressor; its output is (batch, 1).
@@ -151,34 +74,15 @@ class RegressionStep:
                  weight_decay: float = 0.0,
                  gal: Optional[GALSettings] = None):
         self.model = model
-        self.gal = gal
         self.optimizer = torch.optim.Adam(
             model.parameters(), lr=lr, weight_decay=weight_decay)
-        self.adjuster = self.adjuster_optimizer = None
-        self._compiled = None
-        self._dtype = None
-        if gal is None:
-            return
-        device = next(model.parameters()).device
-        warn_if_unlearnable(gal.kind, 1, gal.normalize)
-        self.adjuster = build_adjuster(gal.kind, 1, gal.arch).to(device)
-        params = list(self.adjuster.parameters())
-        compiled = gal.fast == 'compile' or (
-            gal.fast == 'auto' and compile_unavailable(device) is None)
-        if params:
-            kwargs = dict(lr=lr * gal.lr_ratio)
-            if gal.fast == 'auto' and not compiled:
-                self.adjuster_optimizer = fast_optimizer(
-                    torch.optim.Adam, params, kwargs)
-            else:
-                if compiled and device.type == 'cuda':
-                    # Its step count on the GPU, so the compiled graph
-                    # applies the update without a host-to-device copy.
-                    kwargs['capturable'] = True
-                self.adjuster_optimizer = torch.optim.Adam(params, **kwargs)
-        if compiled:
-            self._compiled = CompiledGALStep(on_fallback=_warn_fallback)
-        self._dtype = dtype_from_name('gal_dtype', gal.gal_dtype)
+        self.learner = None if gal is None else AdjusterLearner(
+            gal, 1, next(model.parameters()).device, lr=lr,
+            model_optimizer=self.optimizer)
+
+    @property
+    def adjuster(self) -> Optional[nn.Module]:
+        return None if self.learner is None else self.learner.adjuster
 
     def __call__(self, x: Tensor,
                  y: Tensor) -> Tuple[Tensor, Optional[GALOutput]]:
@@ -187,29 +91,18 @@ class RegressionStep:
         GAL)."""
         pred = self.model(x)
         self.optimizer.zero_grad(set_to_none=True)
-        gal, out = self.gal, None
-        if gal is None:
+        out = None
+        if self.learner is None:
             loss = F.mse_loss(pred, y)
             loss.backward()
         else:
-            args = (pred, mse_loss(y), self.adjuster,
-                    self.optimizer.param_groups[0]['lr'], gal.sigma,
-                    gal.gamma, gal.policy, gal.remainder)
-            kwargs = dict(dtype=self._dtype, objective=gal.objective,
-                          normalize=gal.normalize)
-            if self._compiled is not None:
-                # The adjuster's update is part of the compiled step.
-                out = self._compiled(*args,
-                                     optimizer=self.adjuster_optimizer,
-                                     **kwargs)
-            else:
-                out = gal_step(*args, **kwargs)
-                if self.adjuster_optimizer is not None:
-                    self.adjuster_optimizer.step()
-                    self.adjuster_optimizer.zero_grad(set_to_none=True)
+            out = self.learner.step(pred, mse_loss(y),
+                                    self.optimizer.param_groups[0]['lr'])
             pred.backward(out.grad)
             loss = out.loss
         self.optimizer.step()
+        if self.learner is not None:
+            self.learner.update()
         return loss.detach(), out
 
 
@@ -232,7 +125,9 @@ def fit_regressor(X: np.ndarray,
         hidden: Hidden widths of the regressor.
         epochs, batch_size, lr, weight_decay: Adam training settings.
         seed: Seeds the initial weights and the batch order.
-        gal: GAL's settings, or None for the baseline.
+        gal: GAL's settings, or None for the baseline; the adjuster's
+            initial weights are drawn with ``seed`` (not ``gal.seed``), as
+            the model's.
         val: Optional (X, y) validation split; when given, the weights of
             the epoch with the lowest validation MSE are returned.
 
@@ -251,6 +146,8 @@ def fit_regressor(X: np.ndarray,
     yt = torch.as_tensor(y, dtype=torch.float32)
     torch.manual_seed(seed)
     model = MLPRegressor(Xt.shape[1], hidden)
+    if gal is not None:
+        gal = replace(gal, seed=seed)
     train_step = RegressionStep(model, lr, weight_decay, gal)
     gen = torch.Generator().manual_seed(seed)
     n = len(Xt)

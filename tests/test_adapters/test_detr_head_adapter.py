@@ -229,7 +229,7 @@ def test_the_batched_step_equals_the_per_layer_path(own_box_losses):
             g_boxes=g_boxes,
             adjuster_grads=[p.grad.clone()
                             for p in wrapper.adjuster.parameters()],
-            steps=wrapper._gal_micro_steps,
+            steps=wrapper.learner._micro_steps,
             stats=wrapper.pop_gal_stats())
     per_layer, batched = results[False], results[True]
     assert per_layer['steps'] == batched['steps'] == 6

@@ -253,7 +253,9 @@ def test_remainder_precision_compares_the_methods_and_reproduces(
         assert r['median_rel_error_taylor'] > 100 * r[
             'median_rel_error_exact']
     release, row_norm, default = motion.values()
-    assert release['max_weight_change'] == 0
+    # The release preset's |R| (its remainder in float32): the adjuster
+    # barely moves.
+    assert release['max_weight_change'] < 1e-6
     assert default['drift'] > 10 * row_norm['drift']
     table = (tmp_path / 'results.md').read_text()
     remainder_precision.main(args)

@@ -2,6 +2,7 @@
 registries, and each GAL config differs from its baseline twin only in the
 lines that add GAL."""
 import copy
+import dataclasses
 import glob
 import os.path as osp
 
@@ -12,6 +13,7 @@ from mmengine.registry import (DATASETS, HOOKS, MODELS, PARAM_SCHEDULERS,
                                init_default_scope)
 
 import mmgal  # noqa: F401
+from mmgal.core import GALSettings
 from mmgal.engine import GALOptimWrapper
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -20,10 +22,7 @@ CONFIGS = sorted(
     for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
                        recursive=True))
 GAL_CONFIGS = [c for c in CONFIGS if 'gal' in osp.basename(c)]
-GAL_KEYS = {'sigma', 'gamma', 'arch', 'adjuster', 'policy', 'remainder',
-            'objective', 'normalize', 'adjuster_optimizer',
-            'adjuster_lr_ratio', 'tentative_lr', 'enabled', 'seed', 'type',
-            'fast', 'gal_dtype'}
+GAL_KEYS = {f.name for f in dataclasses.fields(GALSettings)} | {'type'}
 
 
 def twin_of(path):

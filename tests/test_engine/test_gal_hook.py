@@ -34,7 +34,7 @@ def test_gal_trains_logs_and_cleans_up(digits_root, tmp_path):
     runner.train()
     wrapper = runner.optim_wrapper
     init = type(wrapper)(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))],
-                                         lr=0.1), arch=wrapper.arch)
+                                         lr=0.1), arch=wrapper.settings.arch)
     init.setup_adjuster(10)
     assert any(not torch.equal(p.cpu(), q) for p, q in zip(
         wrapper.adjuster.parameters(), init.adjuster.parameters()))
@@ -133,7 +133,8 @@ def test_accumulative_counts_train(digits_root, tmp_path):
                      accumulative_counts=2)
     runner = train(cfg)
     assert runner.optim_wrapper._accumulative_counts == 2
-    assert runner.optim_wrapper._gal_micro_steps == 0  # stepped on boundary
+    # Stepped on the boundary.
+    assert runner.optim_wrapper.learner._micro_steps == 0
     rows = [r for r in read_scalars(str(tmp_path)) if 'loss' in r]
     assert rows and all(math.isfinite(r['gal/remainder']) for r in rows)
 
@@ -300,7 +301,7 @@ def test_a_head_without_num_classes_gets_an_adjuster_sized_to_its_output(
     runner = train(cfg)
     wrapper = runner.optim_wrapper
     assert wrapper.adjuster.dim == 64
-    initial = wrapper._initial_adjuster.state_dict()
+    initial = wrapper.learner.initial.state_dict()
     assert any(not torch.equal(v, initial[k])
                for k, v in wrapper.adjuster.state_dict().items())
     ckpt = torch.load(str(tmp_path / 'epoch_1.pth'))
@@ -332,7 +333,7 @@ def test_the_compiled_default_trains_like_eager_through_the_runner(
     # MMPretrain's CrossEntropyLoss traces into the one graph.
     assert sum(counters['graph_break'].values()) == breaks
     assert runs['auto'].iter == 1
-    assert type(runs['auto'].optim_wrapper._gal_step).__name__ == \
+    assert type(runs['auto'].optim_wrapper.learner.step_fn).__name__ == \
         'CompiledGALStep'
     a, b = (model_params(runs[k]) for k in ('eager', 'auto'))
     for k in a:

@@ -26,7 +26,7 @@ GAL_KEYS = ('gal/remainder', 'gal/adopt_rate', 'gal/cos_sim',
 
 def adjuster_moved(wrapper):
     fresh = type(wrapper)(torch.optim.SGD([torch.nn.Parameter(
-        torch.ones(1))], lr=0.1), arch=wrapper.arch)
+        torch.ones(1))], lr=0.1), arch=wrapper.settings.arch)
     fresh.setup_adjuster(4)
     return any(not torch.equal(p.cpu(), q) for p, q in zip(
         wrapper.adjuster.parameters(), fresh.adjuster.parameters()))
@@ -143,7 +143,7 @@ def test_one_gal_iteration_for_each_supported_head(tiny_coco, tmp_path,
     assert len(calls) == 1, calls
     (shape, grouped), = calls
     assert grouped and shape[0] == expected and shape[-1] == 4, calls
-    assert runner.optim_wrapper._gal_micro_steps == 0  # stepped
+    assert runner.optim_wrapper.learner._micro_steps == 0  # stepped
     assert adjuster_moved(runner.optim_wrapper)
     hub = runner.message_hub
     assert math.isfinite(hub.get_scalar('train/loss').current())

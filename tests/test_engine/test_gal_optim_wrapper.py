@@ -129,8 +129,7 @@ def test_tentative_and_adjuster_lr_follow_the_heads_param_group():
         dict(params=model[0].parameters(), lr=0.01),
         dict(params=model[1].parameters(), lr=0.1)
     ], lr=0.1)
-    wrapper = GALOptimWrapper(opt, adjuster_optimizer='model',
-                              adjuster_lr_ratio=0.5, arch=(8, ))
+    wrapper = GALOptimWrapper(opt, adjuster_optimizer='model', arch=(8, ))
     # Before the head is known: mmengine's base lr.
     assert wrapper.base_lr() == 0.1
     wrapper.setup_adjuster(4, head_params=list(model[1].parameters()))
@@ -140,13 +139,13 @@ def test_tentative_and_adjuster_lr_follow_the_heads_param_group():
     assert wrapper.base_lr() == 0.02
     x, y = batch(0)
     seen = []
-    real = wrapper._gal_step
-    wrapper._gal_step = lambda *a, **kw: seen.append(kw['lr']) or real(
+    real = wrapper.learner.step_fn
+    wrapper.learner.step_fn = lambda *a, **kw: seen.append(kw['lr']) or real(
         *a, **kw)
     wrapper.update_params(
         wrapper.gal_forward(model(x), lambda t: F.cross_entropy(t, y)))
     assert seen == [0.02]
-    assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == 0.01
+    assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == 0.02
     fixed = GALOptimWrapper(opt, tentative_lr=0.5)
     assert fixed.base_lr() == 0.5
 
@@ -185,12 +184,11 @@ def test_an_lr_inside_adjuster_optimizer_is_kept():
 
 
 def test_adjuster_optimizer_without_lr_follows_the_head_lr():
-    _, wrapper = make(arch=(8, ), adjuster_optimizer=dict(type='Adam'),
-                      adjuster_lr_ratio=0.1)
+    _, wrapper = make(arch=(8, ), adjuster_optimizer=dict(type='Adam'))
     wrapper.setup_adjuster(4)
     assert type(wrapper.adjuster_optimizer) is torch.optim.Adam
     assert wrapper.adjuster_optimizer.param_groups[0]['lr'] == \
-        pytest.approx(0.01)
+        pytest.approx(0.1)
 
 
 def test_adjuster_init_does_not_consume_the_global_rng():
@@ -290,8 +288,8 @@ def test_stats_average_the_steps_of_the_interval():
     wrapper.setup_adjuster(4)
     assert wrapper.pop_gal_stats() == {}
     outs = []
-    real = wrapper._gal_step
-    wrapper._gal_step = lambda *a, **kw: outs.append(real(*a, **kw)) or \
+    real = wrapper.learner.step_fn
+    wrapper.learner.step_fn = lambda *a, **kw: outs.append(real(*a, **kw)) or \
         outs[-1]
     for seed in range(4):
         x, y = batch(seed)
@@ -327,8 +325,8 @@ def test_adjuster_update_is_its_change_beyond_a_common_rescaling():
         for p in wrapper.adjuster.parameters():
             p.mul_(0.5)  # a common rescaling: no update beyond it
     run_steps(model, wrapper, 0)
-    wrapper._stats = torch.zeros(11)
-    wrapper._stats[6] = 1
+    wrapper.learner.stats = torch.zeros(11)
+    wrapper.learner.stats[6] = 1
     assert wrapper.pop_gal_stats()['adjuster_update'] == pytest.approx(
         0, abs=1e-6)
     run_steps(model, wrapper, 3)
@@ -341,7 +339,7 @@ def test_adjuster_update_is_its_change_beyond_a_common_rescaling():
     assert update == pytest.approx(math.sqrt(1 - cos**2), rel=1e-4)
     # Drift: against the initial weights (the rescaling does not count).
     init = torch.cat([p.flatten() for p in
-                      wrapper._initial_adjuster.parameters()])
+                      wrapper.learner.initial.parameters()])
     cos0 = float(F.cosine_similarity(w1.double(), init.double(), dim=0))
     assert stats['adjuster_drift'] == pytest.approx(math.sqrt(1 - cos0**2),
                                                     rel=1e-3)
@@ -352,7 +350,7 @@ def test_a_probed_step_compares_the_learned_and_the_initial_adjuster():
     wrapper.setup_adjuster(4)
     run_steps(model, wrapper, 5)
     wrapper.pop_gal_stats()
-    initial = copy.deepcopy(wrapper._initial_adjuster)
+    initial = copy.deepcopy(wrapper.learner.initial)
     current = copy.deepcopy(wrapper.adjuster)
     x, y = batch(9)
     z = model(x)
@@ -380,17 +378,13 @@ def test_a_probed_step_compares_the_learned_and_the_initial_adjuster():
     (dict(adjuster='rnn'), r"adjuster must be one of \('mlp', 'cnn', "
      r"'uniform', 'normal'\), got 'rnn'"),
     (dict(arch=()), 'arch must be a non-empty sequence'),
-    (dict(adjuster_lr_ratio=-1), 'adjuster_lr_ratio must be a finite '
-     'number > 0'),
-    (dict(adjuster_lr_ratio=float('nan')), 'adjuster_lr_ratio must be a '
-     'finite number > 0, got nan'),
-    (dict(adjuster_lr_ratio=float('inf')), 'adjuster_lr_ratio must be a '
-     'finite number'),
-    (dict(adjuster_lr_ratio=0.5), 'adjuster_lr_ratio applies to an '
-     'adjuster optimizer without its own lr'),
-    (dict(adjuster_optimizer=dict(type='Adam', lr=1e-3),
-          adjuster_lr_ratio=0.5), r'adjuster_optimizer has its own lr '
-     r'\(0\.001\) and adjuster_lr_ratio=0\.5 is given too'),
+    (dict(adjuster_lr_ratio=0.5), "adjuster_lr_ratio was retired: an "
+     "adjuster_optimizer without 'lr'"),
+    (dict(remainder='taylor'), "remainder='taylor' was retired: use "
+     "remainder='exact'"),
+    (dict(sigam=0.1), r"unknown setting 'sigam'; GAL takes \['sigma'"),
+    (dict(preset='paper'), r"preset must be one of \('default', "
+     r"'release'\)"),
     (dict(adjuster_optimizer=dict(type='Adam', params=[])),
      'adjuster_optimizer must not name params'),
     (dict(tentative_lr='auto'), 'tentative_lr must be None'),
@@ -415,13 +409,12 @@ def test_a_probed_step_compares_the_learned_and_the_initial_adjuster():
     (dict(sigma=float('nan')), 'sigma must be a finite number >= 0, got '
      'nan'),
     (dict(adjuster_optimizer='Adam'), "adjuster_optimizer must be None "
-     r"\(Adam, lr 1e-3\), 'model'"),
+     r"\(the preset's\), 'model'"),
     (dict(dtype='float8'), r"dtype must be one of \('float16', 'bfloat16'"),
     (dict(loss_scale='static'), "loss_scale must be 'dynamic', a finite "
      'number > 0 or a dict'),
     (dict(use_fsdp=True), 'use_fsdp=True is not supported'),
-    (dict(gal_dtype='float16'), r"gal_dtype must be one of \(None, "
-     r"'float32', 'float64'\), got 'float16'"),
+    (dict(gal_dtype='float64'), 'gal_dtype was retired'),
 ])
 def test_bad_settings_raise_naming_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -513,9 +506,9 @@ def test_cuda_fp16_amp_with_grad_scaler_trains_and_keeps_gal_in_fp32():
 def test_numpy_settings_are_numbers():
     np = pytest.importorskip('numpy')
     _, wrapper = make(sigma=np.float32(0.01), tentative_lr=np.float64(0.1),
-                      adjuster_optimizer='model',
-                      adjuster_lr_ratio=np.float32(2))
-    assert wrapper.sigma == pytest.approx(0.01)
+                      adjuster_optimizer=dict(type='SGD',
+                                              lr=np.float32(0.5)))
+    assert wrapper.settings.sigma == pytest.approx(0.01)
     assert wrapper.base_lr() == pytest.approx(0.1)
 
 
@@ -612,7 +605,7 @@ def test_gal_state_without_dim_is_a_clear_error():
     _, wrapper = make(arch=(8, ), sigma=0.1)
     wrapper.setup_adjuster(4)
     with pytest.raises(ValueError, match=r"lacks \['dim'\]: it was not "
-                       'written by GALOptimWrapper'):
+                       'written by GAL '):
         wrapper.load_state_dict(state)
 
 
@@ -657,12 +650,12 @@ def test_the_default_compiles_the_step_and_updates_like_eager(
         run_steps(model, wrapper, 5)
         results[fast] = (model, wrapper)
     (m_e, w_e), (m_c, w_c) = results['eager'], results['auto']
-    assert isinstance(w_c._gal_step, CompiledGALStep)
-    assert w_c._gal_step.failed is None
+    assert isinstance(w_c.learner.step_fn, CompiledGALStep)
+    assert w_c.learner.step_fn.failed is None
     # From the second update on, the adjuster's Adam runs in the graph.
-    assert w_c._in_graph and not w_e._in_graph
+    assert w_c.learner._in_graph and not w_e.learner._in_graph
     assert all(p.grad is None for p in w_c.adjuster.parameters())
-    assert not isinstance(w_e._gal_step, CompiledGALStep)
+    assert not isinstance(w_e.learner.step_fn, CompiledGALStep)
     for p, q in zip(m_e.parameters(), m_c.parameters()):
         torch.testing.assert_close(p, q)
     for p, q in zip(w_e.adjuster.parameters(), w_c.adjuster.parameters()):
@@ -704,7 +697,7 @@ def test_the_in_graph_adjuster_update_averages_as_the_eager_one(
         wrapper.setup_adjuster(4)
         grouped_steps(wrapper, model, 4, calls=calls)
         results[fast] = wrapper
-    assert results['auto']._in_graph == (calls == 1)
+    assert results['auto'].learner._in_graph == (calls == 1)
     for p, q in zip(results['eager'].adjuster.parameters(),
                     results['auto'].adjuster.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
@@ -722,21 +715,22 @@ def test_the_default_runs_eagerly_and_says_why_where_compile_cannot(
     """No C++ compiler (or compiling switched off): fast='auto' logs the
     reason once and runs the eager step; a compile that fails later logs
     one warning and goes on eagerly with the same update."""
+    import mmgal.core.adjuster_learner as al
     import mmgal.engine.gal_optim_wrapper as gw
     from mmgal.core import CompiledGALStep, gal_step as eager_step
     logged = []
     monkeypatch.setattr(gw, 'print_log',
                         lambda msg, **kw: logged.append(msg))
-    monkeypatch.setattr(gw, 'compile_unavailable',
+    monkeypatch.setattr(al, 'compile_unavailable',
                         lambda device: 'no working C++ compiler (test)')
     model, wrapper = make(arch=(8, ), sigma=0.1)
     wrapper.setup_adjuster(4)
-    assert wrapper._gal_step is eager_step
+    assert wrapper.learner.step_fn is eager_step
     assert logged == ['GAL: the step runs eagerly: no working C++ '
                       'compiler (test).']
     # A compile that fails at its first call (a broken backend here).
     logged.clear()
-    monkeypatch.setattr(gw, 'compile_unavailable', lambda device: None)
+    monkeypatch.setattr(al, 'compile_unavailable', lambda device: None)
     model_c, wrapper_c = make(arch=(8, ), sigma=0.1)
     model_e, wrapper_e = make(arch=(8, ), sigma=0.1, fast='eager')
     for w in (wrapper_c, wrapper_e):
@@ -745,7 +739,7 @@ def test_the_default_runs_eagerly_and_says_why_where_compile_cannot(
     def broken(gm, example_inputs):
         raise OSError('no working C++ compiler found')
 
-    step = wrapper_c._gal_step
+    step = wrapper_c.learner.step_fn
     assert isinstance(step, CompiledGALStep)
     step._fn = torch.compile(step._fn._torchdynamo_orig_callable,
                              backend=broken)
@@ -761,10 +755,11 @@ def test_the_default_runs_eagerly_and_says_why_where_compile_cannot(
         torch.testing.assert_close(p, q)
 
 
-def test_gal_dtype_float64_runs_gals_maths_in_float64():
-    """The step runs in float64 (its remainder is float64's) while the
-    model's gradient and the logged loss keep the model's float32."""
-    model, wrapper = make(arch=(8, ), sigma=0.1, gal_dtype='float64')
+def test_a_plain_losss_exact_remainder_runs_in_float64_the_model_in_float32():
+    """Without a closed form the step runs in float64 (its remainder is
+    float64's) while the model's gradient and the logged loss keep the
+    model's float32."""
+    model, wrapper = make(arch=(8, ), sigma=0.1)
     wrapper.setup_adjuster(4)
     x, y = batch(0)
     z = model(x)

@@ -31,7 +31,7 @@ def _worker(rank, world, init_file, out_dir):
     # One backward and one model/adjuster step per rank.
     wrapper.backward(sum(grads))
     local = [p.grad.detach().clone() for p in wrapper.adjuster.parameters()]
-    steps = wrapper._gal_micro_steps
+    steps = wrapper.learner._micro_steps
     wrapper.step()
     after = [p.detach().clone() for p in wrapper.adjuster.parameters()]
     torch.save(dict(before=before, local=local, after=after, steps=steps),

@@ -9,13 +9,17 @@ from mmgal.regression import (GALSettings, MLPRegressor, RegressionStep,
 
 
 def test_eager_mode_is_the_reference_loop_bit_for_bit():
-    gal = GALSettings(sigma=0.1, arch=(8, 4), fast='eager')
+    gal = GALSettings(sigma=0.1, arch=(8, 4), fast='eager', seed=3,
+                      adjuster_optimizer=dict(type='Adam'))
     torch.manual_seed(0)
     step = RegressionStep(MLPRegressor(10, (16, )), 1e-2, gal=gal)
-    # The loop the published tables come from, written out.
+    # The loop the published tables come from, written out (the adjuster
+    # from its own seed, the adjuster's Adam at the model's lr).
     torch.manual_seed(0)
     model = MLPRegressor(10, (16, ))
-    adjuster = build_adjuster('mlp', 1, (8, 4))
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        adjuster = build_adjuster('mlp', 1, (8, 4))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     adj_opt = torch.optim.Adam(adjuster.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(1)
@@ -37,22 +41,26 @@ def test_eager_mode_is_the_reference_loop_bit_for_bit():
             assert torch.equal(p, q)
 
 
-def test_fast_mode_and_gal_dtype_are_checked():
-    with pytest.raises(ValueError, match=r"fast must be one of \('eager', "
-                       r"'auto', 'compile'\), got 'fused'"):
+def test_the_shared_settings_check_fast_and_refuse_retired_fields():
+    with pytest.raises(ValueError, match=r"fast must be one of \('auto', "
+                       r"'compile', 'eager'\), got 'fused'"):
         GALSettings(fast='fused')
-    with pytest.raises(ValueError, match=r"gal_dtype must be one of \(None, "
-                       r"'float32', 'float64'\), got 'half'"):
-        GALSettings(gal_dtype='half')
+    with pytest.raises(ValueError, match='lr_ratio was retired: an '
+                       "adjuster_optimizer without 'lr' follows"):
+        GALSettings.from_dict(dict(lr_ratio=2.0))
 
 
-def test_gal_dtype_float64_computes_the_remainder_in_float64():
+def test_the_remainder_of_a_loss_without_closed_form_is_float64():
     torch.manual_seed(0)
     step = RegressionStep(MLPRegressor(10, (16, )), 1e-3,
-                          gal=GALSettings(arch=(8, 4), gal_dtype='float64'))
-    loss, out = step(torch.randn(32, 10), torch.randn(32, 1))
-    assert out.remainder.dtype == torch.float64
+                          gal=GALSettings(arch=(8, 4)))
+    x, y = torch.randn(32, 10), torch.randn(32, 1)
+    loss, out = step(x, y)
+    assert out.remainder.dtype == torch.float32  # MSE's closed form
     assert float(out.remainder) > 0  # MSE: lr^2 mean(g~^2)
+    plain = step.learner.step(step.model(x),
+                              lambda t: ((t - y)**2).mean(), 1e-3)
+    assert plain.remainder.dtype == torch.float64
     assert all(p.dtype == torch.float32 for p in step.model.parameters())
 
 
@@ -85,16 +93,17 @@ def test_auto_mode_trains_as_the_eager_reference():
 
 def test_the_default_compiles_where_torch_compile_works(compile_enabled,
                                                         monkeypatch):
-    import mmgal.regression.trainer as trainer
+    import mmgal.core.adjuster_learner as al
     model = MLPRegressor(3, (4, ))
     assert GALSettings().fast == 'auto'
     step = RegressionStep(model, 1e-2, gal=GALSettings())
-    assert isinstance(step._compiled, trainer.CompiledGALStep)
-    monkeypatch.setattr(trainer, 'compile_unavailable',
+    assert isinstance(step.learner.step_fn, al.CompiledGALStep)
+    monkeypatch.setattr(al, 'compile_unavailable',
                         lambda device: 'no working C++ compiler (test)')
-    step = RegressionStep(model, 1e-2, gal=GALSettings())
-    assert step._compiled is None
-    assert step.adjuster_optimizer.defaults['fused']
+    with pytest.warns(UserWarning, match='the step runs eagerly'):
+        step = RegressionStep(model, 1e-2, gal=GALSettings())
+    assert step.learner.step_fn is al.gal_step
+    assert step.learner.optimizer.defaults['fused']
 
 
 @pytest.mark.slow
@@ -126,7 +135,7 @@ def test_compile_mode_on_cuda_trains_as_the_eager_reference(
                                             for f in ('compile', 'eager'))
         torch.testing.assert_close(loss_c, loss_e)
         assert torch.equal(out_c.adopted, out_e.adopted)
-    state = steps['compile'].adjuster_optimizer.state
+    state = steps['compile'].learner.optimizer.state
     assert all(st['step'].is_cuda for st in state.values())
     for p, q in zip(steps['compile'].model.parameters(),
                     steps['eager'].model.parameters()):

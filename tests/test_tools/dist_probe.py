@@ -27,7 +27,7 @@ class RankProbeHook(Hook):
                         if type(h).__name__ == 'GALHook')
         if self.every_n_inner_iters(batch_idx, gal_hook.interval) or \
                 self.end_of_epoch(runner.train_dataloader, batch_idx):
-            stats = runner.optim_wrapper._stats
+            stats = runner.optim_wrapper.learner.stats
             self.local_stats.append(
                 (runner.iter + 1, stats.detach().clone().cpu()))
 

@@ -158,7 +158,7 @@ def test_readme_lines_train_gal_and_keep_the_base_ema(digits_root, tmp_path,
     assert ('ema_state_dict' in ckpt) == base_has_hooks
     gal = ckpt['optimizer']['gal']
     assert gal['dim'] == 10
-    initial = runner.optim_wrapper._initial_adjuster.state_dict()
+    initial = runner.optim_wrapper.learner.initial.state_dict()
     assert any(not torch.equal(v, initial[k])
                for k, v in gal['adjuster'].items())
     assert any('gal/remainder' in r for r in read_scalars(str(work)))
@@ -193,8 +193,7 @@ def test_gal_lr_is_the_heads_lr_after_auto_scale_lr_and_warmup(
         f'_base_ = {DIGITS_GAL!r}\n'
         # batch 32 against 64: auto_scale_lr halves every lr.
         'auto_scale_lr = dict(base_batch_size=64)\n'
-        "optim_wrapper = dict(adjuster_optimizer='model', "
-        'adjuster_lr_ratio=0.5' +
+        "optim_wrapper = dict(adjuster_optimizer='model'" +
         (", paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=3.0)})"
          if paramwise else '') + ')\n'
         "param_scheduler = [dict(type='LinearLR', start_factor=0.1, "
@@ -211,7 +210,7 @@ def test_gal_lr_is_the_heads_lr_after_auto_scale_lr_and_warmup(
     etas = [r['eta'] for r in rows]
     for r in rows:
         assert r['eta'] == r['head']
-        assert r['adjuster'] == pytest.approx(0.5 * r['head'])
+        assert r['adjuster'] == pytest.approx(r['head'])
     # Warm-up from 0.1x over 3 steps, then the decay at epoch 1; the peak
     # is 0.05 * 0.5 (auto_scale_lr) * 3 (the head's lr_mult).
     peak = 0.05 * 0.5 * (3.0 if paramwise else 1.0)
