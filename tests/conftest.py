@@ -51,6 +51,6 @@ def digits_root(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_coco(tmp_path_factory):
     """(root, annotation file) of a tiny COCO-format set (made once)."""
-    from mmgal.datasets import make_tiny_coco
+    from tiny_coco import make_tiny_coco
     root = str(tmp_path_factory.mktemp('tiny_coco'))
     return root, make_tiny_coco(root, num_images=6)

@@ -85,8 +85,8 @@ def read_scalars(work_dir: str) -> list:
 def shrink_detector(cfg: Config, data_root: str, ann_file: str,
                     work_dir: str, **kwargs) -> Config:
     """A stock DETR-family config on the tiny COCO set, CPU-sized (see
-    :func:`mmgal.datasets.tiny_detector_config`)."""
-    from mmgal.datasets import tiny_detector_config
+    :func:`tiny_coco.tiny_detector_config`)."""
+    from tiny_coco import tiny_detector_config
     return tiny_detector_config(cfg, data_root, ann_file, work_dir,
                                 experiment_name=unique_name(work_dir),
                                 **kwargs)

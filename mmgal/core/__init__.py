@@ -9,7 +9,7 @@ from .gal_step import (NORMALIZATIONS, OBJECTIVES, POLICIES, REMAINDERS,
                        STAT_NAMES, WORK_DTYPES, GALOutput, check_choice,
                        check_count,
                        check_gal_args, check_real, check_step_args,
-                       dtype_from_name, gal_step, is_real, native_dtype,
+                       gal_step, is_real, native_dtype,
                        resolve_normalize, work_dtype)
 from .settings import FAST_MODES, PRESETS, RETIRED, GALSettings
 from .remainders import (ExactLoss, abs_remainder, cross_entropy_loss,
@@ -30,6 +30,6 @@ __all__ = [
     'compile_unavailable', 'STAT_NAMES',
     'fast_optimizer', 'GALOutput',
     'check_gal_args', 'check_count', 'check_real', 'check_step_args',
-    'gal_step', 'is_real', 'WORK_DTYPES', 'dtype_from_name',
+    'gal_step', 'is_real', 'WORK_DTYPES',
     'work_dtype', 'native_dtype'
 ]

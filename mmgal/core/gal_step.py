@@ -165,19 +165,8 @@ def _check_lr(lr) -> None:
     check_real('lr', lr)
 
 
-# The work dtypes a step takes (None: z's, at least float32) and their
-# names in settings.
-WORK_DTYPE_NAMES = (None, 'float32', 'float64')
-WORK_DTYPES = tuple(n and getattr(torch, n) for n in WORK_DTYPE_NAMES)
-
-
-def dtype_from_name(field: str, name: Optional[str]) -> Optional[torch.dtype]:
-    """The work dtype a setting names (one of ``WORK_DTYPE_NAMES``), or
-    ``ValueError`` naming ``field``."""
-    if name not in WORK_DTYPE_NAMES:
-        raise ValueError(f'{field} must be one of {WORK_DTYPE_NAMES}, got '
-                         f'{name!r}')
-    return WORK_DTYPES[WORK_DTYPE_NAMES.index(name)]
+# The work dtypes a step takes (None: z's, at least float32).
+WORK_DTYPES = (None, torch.float32, torch.float64)
 
 
 def native_dtype(z_dtype: torch.dtype) -> torch.dtype:

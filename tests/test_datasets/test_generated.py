@@ -5,7 +5,8 @@ import os.path as osp
 
 import pytest
 
-from mmgal.datasets import make_digits_images, make_tiny_coco
+from mmgal.datasets import make_digits_images
+from tiny_coco import make_tiny_coco
 
 
 def files(root, split):

@@ -17,7 +17,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 import mmgal  # noqa: F401
-from mmgal.datasets import make_tiny_coco, tiny_detector_config
+from tiny_coco import make_tiny_coco, tiny_detector_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools'))

@@ -1,4 +1,5 @@
-"""A tiny COCO-format detection set made on the spot (tests, benchmarks).
+"""A tiny COCO-format detection set made on the spot, for the tests (test
+only: users bring their own COCO data).
 
 Each image is noise with a few filled rectangles of two colours; the
 boxes are the rectangles, the categories their colours. The layout is the
@@ -14,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .generated import clear_generated
+from mmgal.datasets.generated import clear_generated
 
 CLASSES = ('red', 'blue')
 _COLOURS = ((220, 30, 30), (30, 30, 220))
