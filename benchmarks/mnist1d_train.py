@@ -23,7 +23,6 @@ Arms (``ARMS``):
   adjustment, normalised by Eq. 4 (the noise control of the paper's
   Table VI).
 """
-import copy
 import math
 from typing import Dict, Optional
 
@@ -32,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgal.core import (GradientAdjuster, cross_entropy_loss,
-                        fast_optimizer, gal_step)
+from mmgal.core import (AdjusterLearner, GALSettings, cross_entropy_loss,
+                        gal_step)
 
 ARMS = ('baseline', 'release', 'gal', 'frozen')
 MODELS = ('mlp', 'cnn')
@@ -41,13 +40,13 @@ OPTIMIZERS = {
     'adam': dict(type='Adam', lr=1e-2),
     'sgd': dict(type='SGD', lr=0.05, momentum=0.9),
 }
+# GALSettings per arm (all Eq. 4 per row; the step eager, as recorded).
 ARM_SETTINGS = {
-    'release': dict(remainder='reference', objective='abs',
-                    normalize='row', adjuster_optimizer='model'),
-    'gal': dict(remainder='exact', objective='normalized', normalize='row',
-                adjuster_optimizer=dict(type='Adam', lr=1e-3)),
-    'frozen': dict(remainder='exact', objective='normalized',
-                   normalize='row', adjuster_optimizer=None),
+    'release': dict(preset='release'),
+    'gal': dict(normalize='row'),
+    # An adjuster whose optimizer moves nothing: the noise control.
+    'frozen': dict(normalize='row',
+                   adjuster_optimizer=dict(type='SGD', lr=0.0)),
 }
 
 
@@ -127,22 +126,14 @@ def train(model_name: str,
     opt_cfg = OPTIMIZERS[optimizer]
     opt = build_optimizer(opt_cfg, model.parameters())
     gen = torch.Generator().manual_seed(seed)
-    adjuster = adj_opt = initial = None
-    settings = ARM_SETTINGS.get(arm)
-    if settings is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(10_000 + seed)
-            adjuster = GradientAdjuster(10, arch)
-        initial = copy.deepcopy(adjuster).requires_grad_(False)
-        adj_cfg = settings['adjuster_optimizer']
-        if adj_cfg == 'model':
-            adj_opt = build_optimizer(opt_cfg, adjuster.parameters())
-        elif adj_cfg is not None:
-            cfg = dict(adj_cfg)
-            adj_opt = fast_optimizer(getattr(torch.optim, cfg.pop('type')),
-                                     list(adjuster.parameters()), cfg)
-        else:
-            adjuster.requires_grad_(False)
+    learner = adjuster = initial = settings = None
+    if arm in ARM_SETTINGS:
+        settings = GALSettings(sigma=sigma, gamma=gamma, arch=arch,
+                               seed=10_000 + seed, fast='eager',
+                               **ARM_SETTINGS[arm])
+        learner = AdjusterLearner(settings, 10, lr=opt.param_groups[0]['lr'],
+                                  model_optimizer=opt)
+        adjuster, initial = learner.adjuster, learner.initial
     x, y = data['x'], data['y']
     n = len(x)
     trace = []
@@ -163,16 +154,11 @@ def train(model_name: str,
         if adjuster is None:
             F.cross_entropy(z, y[idx]).backward()
         else:
-            out = gal_step(z, cross_entropy_loss(y[idx]), adjuster,
-                           opt.param_groups[0]['lr'], sigma, gamma,
-                           remainder=settings['remainder'],
-                           objective=settings['objective'],
-                           normalize=settings['normalize'])
+            out = learner.step(z, cross_entropy_loss(y[idx]),
+                               opt.param_groups[0]['lr'])
             adopted += out.adopted
             z.backward(out.grad)
-            if adj_opt is not None:
-                adj_opt.step()
-                adj_opt.zero_grad(set_to_none=True)
+            learner.update()
         opt.step()
     if probe_every and adjuster is not None:
         trace.append(dict(step=steps, **probe(model, adjuster, initial, data,
@@ -192,7 +178,7 @@ def _flat(module: nn.Module) -> torch.Tensor:
 
 
 def probe(model: nn.Module, adjuster: nn.Module, initial: nn.Module,
-          data: dict, opt, sigma: float, gamma: float, settings: dict,
+          data: dict, opt, sigma: float, gamma: float, settings: GALSettings,
           batches: int) -> dict:
     """On held-out (test) batches the adjuster never trains on: mean |R|
     with the current, the initial and no adjuster (sigma 0), the cosine of
@@ -210,7 +196,7 @@ def probe(model: nn.Module, adjuster: nn.Module, initial: nn.Module,
             xb, yb = xs[b * size:(b + 1) * size], ys[b * size:(b + 1) * size]
             z = model(xb)
             loss = cross_entropy_loss(yb)
-            kw = dict(normalize=settings['normalize'])
+            kw = dict(normalize=settings.normalize)
             r_now += float(gal_step(z, loss, adjuster, lr, sigma, gamma,
                                     **kw).remainder.abs())
             r_init += float(gal_step(z, loss, initial, lr, sigma, gamma,
