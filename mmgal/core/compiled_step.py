@@ -229,6 +229,34 @@ class CompiledGALStep:
         self._initial: Optional[nn.Module] = None
         self._initial_params: Dict[str, Tensor] = {}
 
+    def _see(self, adjuster: nn.Module,
+             initial: Optional[nn.Module]) -> None:
+        """Cache the trainable parameters and buffers of a new adjuster
+        (and the initial one's parameters)."""
+        if adjuster is not self._adjuster:
+            self._adjuster = adjuster
+            self._params = {name: p for name, p in
+                            adjuster.named_parameters() if p.requires_grad}
+            self._buffers = dict(adjuster.named_buffers())
+        if initial is not self._initial:
+            self._initial = initial
+            self._initial_params = {} if initial is None else {
+                k: p.detach() for k, p in initial.named_parameters()}
+
+    def _fail(self, err: Exception) -> None:
+        """Re-raise an error that is not torch.compile's; else remember why
+        and tell ``on_fallback`` (without one: raise saying so)."""
+        if not _is_compile_error(err):
+            raise err
+        reason = _compile_error(err)
+        if self.on_fallback is None:
+            raise RuntimeError(
+                'CompiledGALStep: torch.compile could not build the GAL '
+                f"step {reason}. The eager step gives the same update: "
+                "set fast='eager'") from err
+        self.failed = reason
+        self.on_fallback(reason)
+
     def _eager(self, args: tuple, optimizer: Optional[Optimizer],
                grad_scale: float) -> GALOutput:
         out = gal_step(*args)
@@ -260,15 +288,7 @@ class CompiledGALStep:
         args = (z, loss_fn, adjuster, lr, sigma, gamma, policy, remainder,
                 grouped, dtype, objective, normalize, initial)
         spec, z0, z_native = prepare_step(*args[:-1])
-        if adjuster is not self._adjuster:
-            self._adjuster = adjuster
-            self._params = {name: p for name, p in
-                            adjuster.named_parameters() if p.requires_grad}
-            self._buffers = dict(adjuster.named_buffers())
-        if initial is not self._initial:
-            self._initial = initial
-            self._initial_params = {} if initial is None else {
-                k: p.detach() for k, p in initial.named_parameters()}
+        self._see(adjuster, initial)
         params = {name: p.detach() for name, p in self._params.items()}
         update = _adam_update(optimizer, self._params)
         if self.failed is not None or not params or (
@@ -298,16 +318,7 @@ class CompiledGALStep:
                 spec, initial, self._initial_params if initial is not None
                 else None, update, float(grad_scale))
         except Exception as err:
-            if not _is_compile_error(err):
-                raise
-            reason = _compile_error(err)
-            if self.on_fallback is None:
-                raise RuntimeError(
-                    'CompiledGALStep: torch.compile could not build the GAL '
-                    f"step {reason}. The eager step gives the same update: "
-                    "set fast='eager'") from err
-            self.failed = reason
-            self.on_fallback(reason)
+            self._fail(err)
             return self._eager(args, optimizer, grad_scale)
         if first and self.on_compile is not None:
             self.on_compile(

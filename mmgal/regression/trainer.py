@@ -106,6 +106,23 @@ class RegressionStep:
         return loss.detach(), out
 
 
+def _epoch(train_step: RegressionStep, X: Tensor, y: Tensor, perm: Tensor,
+           batch_size: int) -> Tuple[float, float, float]:
+    """One epoch in the order ``perm``: the means over its batches of the
+    loss, GAL's adoption and |R| (one host read each, at the end)."""
+    sums = torch.zeros(3)
+    steps = 0
+    for start in range(0, len(X), batch_size):
+        idx = perm[start:start + batch_size]
+        loss, out = train_step(X[idx], y[idx].unsqueeze(-1))
+        sums[0] += loss
+        if out is not None:
+            sums[1] += out.adopted
+            sums[2] += out.remainder.abs()
+        steps += 1
+    return tuple((sums / steps).tolist())
+
+
 def fit_regressor(X: np.ndarray,
                   y: np.ndarray,
                   hidden: Sequence[int],
@@ -162,24 +179,12 @@ def fit_regressor(X: np.ndarray,
 
     for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(n, generator=gen)
-        loss_sum = torch.zeros(())
-        adopt_sum = torch.zeros(())
-        rem_sum = torch.zeros(())
-        steps = 0
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            xb, yb = Xt[idx], yt[idx].unsqueeze(-1)
-            loss, out = train_step(xb, yb)
-            if out is not None:
-                adopt_sum += out.adopted
-                rem_sum += out.remainder.abs()
-            loss_sum += loss
-            steps += 1
-        history['train_loss'].append(float(loss_sum) / steps)
-        if gal is not None:
-            history['adopt_rate'].append(float(adopt_sum) / steps)
-            history['remainder'].append(float(rem_sum) / steps)
+        means = _epoch(train_step, Xt, yt, torch.randperm(n, generator=gen),
+                       batch_size)
+        for key, value in zip(('train_loss', 'adopt_rate', 'remainder'),
+                              means):
+            if key in history:
+                history[key].append(value)
         if val is not None:
             model.eval()
             v = _mse(model, Xv, yv)
