@@ -108,6 +108,7 @@ class AdjusterLearner:
                  log: Callable = _warn,
                  in_graph_update: bool = True):
         self.settings = settings
+        self._step_args = settings.step_args()
         self.log = log
         self._in_graph_ok = in_graph_update
         warn_if_unlearnable(settings.adjuster, dim, settings.normalize)
@@ -200,7 +201,7 @@ class AdjusterLearner:
         out = self.step_fn(
             z, loss_fn, self.adjuster, lr=lr, grouped=grouped,
             initial=self.initial if probe else None,
-            **self.settings.step_args(), **kwargs)
+            **self._step_args, **kwargs)
         if not self._in_graph:
             self._micro_steps += out.adopted.numel()
         if self.stats is None:

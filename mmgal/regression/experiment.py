@@ -179,6 +179,43 @@ def t_test(baseline: Sequence[float], gal: Sequence[float]):
     return float(res.statistic), float(res.pvalue)
 
 
+def _tune(name, X, y, proto: Protocol, seed: int, hidden, gal_kwargs: dict,
+          tick) -> tuple:
+    """(lr, sigma, the validation scores): each picked on the first
+    seed's validation split from the protocol's grid, else its value."""
+    lr, sigma, tuning = proto.lr, proto.sigma, {}
+    if not (proto.lr_grid or proto.sigma_grid):
+        return lr, sigma, tuning
+    split = _Split(X, y, proto, seed)
+    if proto.lr_grid:
+        scores = {c: split.val_mse(split.fit(hidden, proto, c, seed, None))
+                  for c in proto.lr_grid}
+        lr = min(scores, key=scores.get)
+        tuning['lr_val_mse'] = scores
+        tick(f'{name}: tuned lr')
+    if proto.sigma_grid:
+        scores = {
+            s: split.val_mse(split.fit(hidden, proto, lr, seed, GALSettings(
+                sigma=s, gamma=proto.gamma, **gal_kwargs)))
+            for s in proto.sigma_grid}
+        sigma = min(scores, key=scores.get)
+        tuning['sigma_val_mse'] = scores
+        tick(f'{name}: tuned sigma')
+    return lr, sigma, tuning
+
+
+def _compare(b: list, g: list) -> dict:
+    """Mean and std of each arm and the t-test (NaN with one run)."""
+    runs = len(b)
+    t, p = t_test(b, g) if runs > 1 else (float('nan'), float('nan'))
+    return dict(
+        baseline=(float(np.mean(b)), float(np.std(b, ddof=1))
+                  if runs > 1 else 0.0),
+        gal=(float(np.mean(g)), float(np.std(g, ddof=1))
+             if runs > 1 else 0.0),
+        t=t, p=p)
+
+
 def run_dataset(name: str,
                 proto: Protocol,
                 runs: int = 5,
@@ -202,30 +239,8 @@ def run_dataset(name: str,
     tick = progress or (lambda _: None)
     t0 = time.perf_counter()
 
-    lr, sigma = proto.lr, proto.sigma
-    tuning = {}
-    if proto.lr_grid or proto.sigma_grid:
-        split = _Split(X, y, proto, seed)
-        if proto.lr_grid:
-            scores = {
-                c: split.val_mse(split.fit(widths['hidden'], proto, c, seed,
-                                           None))
-                for c in proto.lr_grid
-            }
-            lr = min(scores, key=scores.get)
-            tuning['lr_val_mse'] = scores
-            tick(f'{name}: tuned lr')
-        if proto.sigma_grid:
-            scores = {
-                s: split.val_mse(
-                    split.fit(widths['hidden'], proto, lr, seed,
-                              GALSettings(
-                                  sigma=s, gamma=proto.gamma, **gal_kwargs)))
-                for s in proto.sigma_grid
-            }
-            sigma = min(scores, key=scores.get)
-            tuning['sigma_val_mse'] = scores
-            tick(f'{name}: tuned sigma')
+    lr, sigma, tuning = _tune(name, X, y, proto, seed, widths['hidden'],
+                              gal_kwargs, tick)
     gal = GALSettings(sigma=sigma, gamma=proto.gamma, **gal_kwargs)
 
     per_run: Dict[str, List[Dict[str, float]]] = {'baseline': [], 'gal': []}
@@ -247,18 +262,9 @@ def run_dataset(name: str,
                     f'{name}: run {r + 1} ({arm}) gave non-finite test '
                     f'metrics {metrics} (the fit diverged: try a smaller '
                     'lr or sigma); no table is written for it')
-    summary = {}
-    for m in METRICS:
-        b = [d[m] for d in per_run['baseline']]
-        g = [d[m] for d in per_run['gal']]
-        t, p = t_test(b, g) if runs > 1 else (float('nan'), float('nan'))
-        summary[m] = dict(
-            baseline=(float(np.mean(b)), float(np.std(b, ddof=1))
-                      if runs > 1 else 0.0),
-            gal=(float(np.mean(g)), float(np.std(g, ddof=1))
-                 if runs > 1 else 0.0),
-            t=t,
-            p=p)
+    summary = {m: _compare([d[m] for d in per_run['baseline']],
+                           [d[m] for d in per_run['gal']])
+               for m in METRICS}
     return dict(
         dataset=name,
         protocol=asdict(proto),

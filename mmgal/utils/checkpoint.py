@@ -23,6 +23,7 @@ import os
 import os.path as osp
 import pickle
 import zipfile
+from typing import Optional
 
 import numpy as np
 import torch
@@ -142,6 +143,32 @@ def checkpoint_hook(runner):
                  if type(h).__name__ == 'CheckpointHook'), None)
 
 
+def _bad_path(key: str, path, folder: str) -> Optional[str]:
+    """Why a checkpoint path that runtime_info names under ``key`` is not
+    one this run may delete or resume from, or None."""
+    name = osp.basename(str(path))
+    if key == 'best_ckpt' or key.startswith('best_ckpt_'):
+        if not (_inside(path, folder) and name.startswith('best_')
+                and name.endswith('.pth')):
+            return ("not a best_*.pth file in this run's checkpoint folder "
+                    f'{folder} (mmengine would delete it)')
+    elif key == 'last_ckpt':
+        if not (_inside(path, folder) and name.startswith(
+                ('epoch_', 'iter_')) and name.endswith('.pth')):
+            return f'not a checkpoint of this run in {folder}'
+    return None
+
+
+def _kept_ids(ids, progress) -> Optional[list]:
+    """The ids in ``keep_ckpt_ids`` this run can have written: ints in
+    (0, progress], sorted and unique (None where either is malformed)."""
+    if not isinstance(progress, int) or isinstance(ids, (str, bytes)) or \
+            not hasattr(ids, '__iter__'):
+        return None
+    return sorted({i for i in ids if isinstance(i, int)
+                   and not isinstance(i, bool) and 0 < i <= progress})
+
+
 def confine_runtime_info(checkpoint: dict, runner) -> list:
     """Keep from ``checkpoint['message_hub']['runtime_info']`` only what the
     resuming run would have written itself, before ``Runner.resume`` loads
@@ -182,36 +209,21 @@ def confine_runtime_info(checkpoint: dict, runner) -> list:
                   level=logging.WARNING)
 
     for key in list(info):
-        if key == 'best_ckpt' or key.startswith('best_ckpt_'):
-            name = osp.basename(str(info[key]))
-            if not (_inside(info[key], folder) and name.startswith('best_')
-                    and name.endswith('.pth')):
-                drop(key, 'not a best_*.pth file in this run\'s checkpoint '
-                     f'folder {folder} (mmengine would delete it)')
-        elif key == 'last_ckpt':
-            name = osp.basename(str(info[key]))
-            if not (_inside(info[key], folder) and name.startswith(
-                    ('epoch_', 'iter_')) and name.endswith('.pth')):
-                drop(key, 'not a checkpoint of this run in '
-                     f'{folder}')
+        why = _bad_path(key, info[key], folder)
+        if why:
+            drop(key, why)
     ids = info.get('keep_ckpt_ids')
-    if ids is not None:
-        valid = isinstance(progress, int) and not isinstance(ids, (str,
-                                                                   bytes))
-        kept = [i for i in (ids if valid else [])
-                if isinstance(i, int) and not isinstance(i, bool)
-                and 0 < i <= progress]
-        kept = sorted(set(kept))
-        if not valid or kept != list(ids):
-            info['keep_ckpt_ids'] = kept
-            changed.append('keep_ckpt_ids')
-            print_log(
-                "mmgal: the checkpoint's runtime_info['keep_ckpt_ids'] "
-                f'({str(ids)[:80]}) named checkpoints this run has not '
-                f'written (it is at {"epoch" if by_epoch else "iteration"} '
-                f'{progress}); kept {kept}: mmengine deletes the files of '
-                'the ids it rotates out.', logger='current',
-                level=logging.WARNING)
+    kept = None if ids is None else _kept_ids(ids, progress)
+    if ids is not None and (kept is None or kept != list(ids)):
+        kept = info['keep_ckpt_ids'] = kept or []
+        changed.append('keep_ckpt_ids')
+        print_log(
+            "mmgal: the checkpoint's runtime_info['keep_ckpt_ids'] "
+            f'({str(ids)[:80]}) named checkpoints this run has not '
+            f'written (it is at {"epoch" if by_epoch else "iteration"} '
+            f'{progress}); kept {kept}: mmengine deletes the files of '
+            'the ids it rotates out.', logger='current',
+            level=logging.WARNING)
     seed = meta.get('seed')
     if seed is not None and not (isinstance(seed, int) and not isinstance(
             seed, bool) and 0 <= seed < 2**32):
