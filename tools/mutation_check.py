@@ -49,10 +49,11 @@ MUTANTS = (
            'targets = torch.stack([layer.targets for layer in layers])',
            'targets = torch.stack([layer.targets for layer in layers[::-1]])',
            ('tests/test_adapters/test_detr_head_adapter.py', )),
-    Mutant('detr-layer-targets', "the per-layer DETR step's targets in "
-           'reverse query order', 'mmgal/adapters/detr_head_adapter.py',
-           'targets = bbox_targets.to(boxes.dtype)',
-           'targets = bbox_targets.flip(0).to(boxes.dtype)',
+    Mutant('detr-layer-targets', "the DETR step with the head's own box "
+           'loss modules reads the targets in reverse query order',
+           'mmgal/adapters/detr_head_adapter.py',
+           'l1(boxes, targets[k].to(boxes.dtype), w,',
+           'l1(boxes, targets[k].flip(0).to(boxes.dtype), w,',
            ('tests/test_adapters/test_detr_head_adapter.py', )),
     Mutant('detr-iou-not-giou', "the batched DETR step's own box loss "
            "drops GIoU's enclosing-box term (an IoU loss)",

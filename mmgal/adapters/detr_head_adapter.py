@@ -15,13 +15,14 @@ class DETRHeadAdapter(BaseGALAdapter):
     normalised (cx, cy, w, h) that the box losses read; every call of the
     head's ``loss_by_feat_single`` (one per decoder layer, plus the encoder
     proposals of two-stage heads) is one GAL problem, all with the same
-    adjuster (4 -> arch -> 4). By default (``batched=True``) the layers'
-    boxes, targets and weights are stacked after the last layer and solved
-    in one grouped GAL step, each layer keeping its own adoption decision
-    (l' <= l per layer), as one step per layer would (``batched=False``).
-    The batched step computes L1 + GIoU itself (mmdet's ``L1Loss`` and
-    ``GIoULoss``, same values) without reading tensor values on the host,
-    and keeps the image-size factors on the device.
+    adjuster (4 -> arch -> 4). The layers' boxes, targets and weights are
+    stacked after the last layer and solved in one grouped GAL step, each
+    layer keeping its own adoption decision (l' <= l per layer), as one
+    step per layer would (the tests hold it against that). The step
+    computes L1 + GIoU itself (mmdet's ``L1Loss`` and ``GIoULoss``, same
+    values) without reading tensor values on the host, and keeps the
+    image-size factors on the device; other box-loss classes are called
+    per layer.
 
     The tentative loss is the head's own box losses, L1 (``loss_bbox``) and
     GIoU (``loss_iou``) with the head's loss weights, recomputed at z' with
@@ -48,8 +49,8 @@ class DETRHeadAdapter(BaseGALAdapter):
     Args:
         head (nn.Module): ``DETRHead``, ``ConditionalDETRHead``,
             ``DABDETRHead``, ``DeformableDETRHead`` or ``DINOHead``.
-        batched (bool): One grouped GAL step per iteration (True) or one
-            step per layer (False). Defaults to True.
+        batched: Retired (a ``ValueError``): every call is one grouped
+            step.
     """
 
     supported_heads = ('DETRHead', 'ConditionalDETRHead', 'DABDETRHead',
@@ -60,12 +61,13 @@ class DETRHeadAdapter(BaseGALAdapter):
     # device, dtype): a fixed input size builds them once per run.
     _FACTOR_CACHE_SIZE = 32
 
-    def __init__(self, head: nn.Module, batched: bool = True):
+    def __init__(self, head: nn.Module, batched=None):
         super().__init__(head)
-        if not isinstance(batched, bool):
-            raise ValueError(f'DETRHeadAdapter: batched must be a bool, got '
-                             f'{batched!r}')
-        self.batched = batched
+        if batched is not None:
+            raise ValueError(
+                'DETRHeadAdapter: batched was retired: the decoder layers '
+                'are always one grouped GAL step, each layer with its own '
+                'decision (what one step per layer gives); remove it')
         self._installed = False
         self._pending: Optional[List[_Layer]] = None
         self._factors: 'OrderedDict[tuple, Tensor]' = OrderedDict()
@@ -193,43 +195,10 @@ class DETRHeadAdapter(BaseGALAdapter):
     def install(self, gal_forward: GALForward) -> None:
         if self._installed:
             return
-        from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
-        from mmengine.dist import is_distributed
-
         head = self.head
         loss_single = head.loss_by_feat_single  # the class's bound method
         loss_by_feat = head.loss_by_feat
         get_targets = head.get_targets
-
-        def box_loss_fn(bbox_targets: Tensor, bbox_weights: Tensor,
-                        num_pos: int, batch_img_metas: list
-                        ) -> Callable[[Tensor], Tensor]:
-            # The per-layer path (batched=False): the head's own modules.
-            avg = float(max(num_pos, 1))
-            if is_distributed():
-                from mmdet.utils import reduce_mean
-                avg = torch.clamp(
-                    reduce_mean(bbox_targets.new_tensor([float(num_pos)])),
-                    min=1)
-            queries = len(bbox_targets) // len(batch_img_metas)
-            factors = self._image_factors(batch_img_metas, queries,
-                                          bbox_targets)
-            gt_xyxy = bbox_cxcywh_to_xyxy(bbox_targets) * factors
-
-            def loss_fn(z: Tensor) -> Tensor:
-                boxes = z.reshape(-1, 4)
-                targets = bbox_targets.to(boxes.dtype)
-                weights = bbox_weights.to(boxes.dtype)
-                loss_iou = head.loss_iou(
-                    bbox_cxcywh_to_xyxy(boxes) * factors.to(boxes.dtype),
-                    gt_xyxy.to(boxes.dtype),
-                    weights,
-                    avg_factor=avg)
-                loss_l1 = head.loss_bbox(
-                    boxes, targets, weights, avg_factor=avg)
-                return loss_l1 + loss_iou
-
-            return loss_fn
 
         def tapped_loss_single(cls_scores: Tensor, bbox_preds: Tensor,
                                batch_gt_instances, batch_img_metas):
@@ -255,21 +224,19 @@ class DETRHeadAdapter(BaseGALAdapter):
             if not (torch.is_grad_enabled() and bbox_preds.requires_grad
                     and 'targets' in captured):
                 return loss_cls, loss_bbox, loss_iou
-            (_, _, bbox_targets_list, bbox_weights_list, num_pos,
-             _) = captured['targets']
+            _, _, bbox_targets_list, bbox_weights_list, _, _ = \
+                captured['targets']
             targets = torch.cat(bbox_targets_list, 0).detach()
             weights = torch.cat(bbox_weights_list, 0).detach()
+            layer = _Layer(bbox_preds, targets, weights, batch_img_metas)
             if self._pending is not None:
-                # Batched: GAL runs once, after the last layer.
-                self._pending.append(
-                    _Layer(bbox_preds, targets, weights, batch_img_metas))
+                # Inside loss_by_feat: GAL runs once, after the last layer.
+                self._pending.append(layer)
                 return loss_cls, loss_bbox.detach(), loss_iou.detach()
-            loss_fn = box_loss_fn(targets, weights, num_pos,
-                                  batch_img_metas)
-            surrogate = gal_forward(bbox_preds, loss_fn)
-            # Exact logged values; the boxes' gradient is GAL's.
-            zero_with_grad = surrogate - surrogate.detach()
-            return (loss_cls, loss_bbox.detach() + zero_with_grad,
+            # Called on its own: a step for this layer alone. Exact logged
+            # values; the boxes' gradient is GAL's.
+            return (loss_cls, loss_bbox.detach() +
+                    self._gal_on_layers(gal_forward, [layer]),
                     loss_iou.detach())
 
         def batched_loss_by_feat(*args, **kwargs):
@@ -287,8 +254,7 @@ class DETRHeadAdapter(BaseGALAdapter):
             return losses
 
         head.loss_by_feat_single = tapped_loss_single
-        if self.batched:
-            head.loss_by_feat = batched_loss_by_feat
+        head.loss_by_feat = batched_loss_by_feat
         self._installed = True
 
     def remove(self) -> None:

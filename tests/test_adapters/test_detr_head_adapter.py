@@ -82,9 +82,8 @@ def test_detr_adapter_is_picked_for_the_detr_family_only():
         build_adapter(head)
 
 
-@pytest.mark.parametrize('batched', [False, True])
 def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
-        monkeypatch, batched):
+        monkeypatch):
     head = detr_head()
     hidden, gts, metas = inputs()
     cls, boxes = head(hidden)
@@ -100,8 +99,7 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     n_plain = len(assigns)
     (g_full, ) = torch.autograd.grad(sum(plain.values()), boxes)
 
-    adapter = build_adapter(head, dict(type='DETRHeadAdapter',
-                                       batched=batched))
+    adapter = build_adapter(head)
     rec = Recorder()
     adapter.install(rec)
     tapped = head.loss_by_feat(cls, boxes, gts, metas)
@@ -111,12 +109,11 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
         assert torch.equal(tapped[k], plain[k]), k
     (g_tapped, ) = torch.autograd.grad(sum(tapped.values()), boxes)
     steps = rec.steps
-    if batched:  # one grouped step: its groups are the layers
-        assert len(steps) == 1 and steps[0][0].shape == (6, 2, 10, 4)
-        z, out, _ = steps[0]
-        steps = [(z[i], type(out)(*(f[i] for f in out)), None)
-                 for i in range(6)]
-    assert len(steps) == 6
+    # One grouped step: its groups are the layers.
+    assert len(steps) == 1 and steps[0][0].shape == (6, 2, 10, 4)
+    z, out, _ = steps[0]
+    steps = [(z[i], type(out)(*(f[i] for f in out)), None)
+             for i in range(6)]
     for i, (z, out, loss_fn) in enumerate(steps):
         assert z.shape == (2, 10, 4)
         # The tentative loss at z is the layer's L1 + GIoU, as logged.
@@ -134,9 +131,7 @@ def test_boxes_get_gal_with_the_same_assignment_and_exact_losses(
     assert 'get_targets' not in vars(head)
 
 
-@pytest.mark.parametrize('batched', [False, True])
-def test_each_layers_tentative_loss_is_the_heads_own_with_its_assignment(
-        batched):
+def test_each_layers_tentative_loss_is_the_heads_own_with_its_assignment():
     """Through the real wrapper: each decoder layer's l' is the head's own
     loss_by_feat_single (L1 + GIoU) at z' = z - lr * g~, with the
     Hungarian assignment captured for that layer; g~ is formed here from
@@ -149,19 +144,16 @@ def test_each_layers_tentative_loss_is_the_heads_own_with_its_assignment(
     orig_targets = head.get_targets
     head.get_targets = lambda *a, **k: captured.append(
         orig_targets(*a, **k)) or captured[-1]
-    adapter = build_adapter(head, dict(type='DETRHeadAdapter',
-                                       batched=batched))
+    adapter = build_adapter(head)
     rec = Recorder(sigma=0.3)
     adapter.install(rec)
     head.loss_by_feat(cls, boxes, gts, metas)
     adapter.remove()
     del head.get_targets
     assert len(captured) == 6
-    steps = rec.steps
-    if batched:
-        (z, out, _), = steps
-        steps = [(z[i], type(out)(*(f[i] for f in out)), None)
-                 for i in range(6)]
+    (z, out, _), = rec.steps
+    steps = [(z[i], type(out)(*(f[i] for f in out)), None)
+             for i in range(6)]
     lr = 1e-4
 
     def own_loss(i, bp):
@@ -187,6 +179,35 @@ def test_each_layers_tentative_loss_is_the_heads_own_with_its_assignment(
                                    rtol=1e-5, atol=1e-6)
         # The boxes' loss moves by far more than the tolerance.
         assert abs(float(moved - loss)) > 1e-5
+
+
+def per_layer_gal(head, wrapper, cls, boxes, gts, metas):
+    """The oracle: one GAL step per decoder layer, its loss the head's own
+    L1 and GIoU modules with the layer's Hungarian targets (what the
+    adapter's grouped step must equal); returns each layer's surrogate."""
+    from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+    out = []
+    for i in range(len(boxes)):
+        _, _, targets, weights, num_pos, _ = head.get_targets(
+            cls[i], boxes[i].detach(), gts, metas)
+        targets = torch.cat(targets, 0)
+        weights = torch.cat(weights, 0)
+        factors = torch.cat([
+            targets.new_tensor([w, h, w, h]).expand(boxes.shape[2], 4)
+            for h, w in (m['img_shape'] for m in metas)])
+        gt_xyxy = bbox_cxcywh_to_xyxy(targets) * factors
+        avg = float(max(num_pos, 1))
+
+        def loss_fn(z, targets=targets, weights=weights, factors=factors,
+                    gt_xyxy=gt_xyxy, avg=avg):
+            b = z.reshape(-1, 4)
+            return head.loss_bbox(b, targets, weights, avg_factor=avg) + \
+                head.loss_iou(bbox_cxcywh_to_xyxy(b) * factors, gt_xyxy,
+                              weights, avg_factor=avg)
+
+        surrogate = wrapper.gal_forward(boxes[i], loss_fn)
+        out.append(surrogate - surrogate.detach())
+    return out
 
 
 @pytest.mark.parametrize('own_box_losses', [False, True])
@@ -219,11 +240,16 @@ def test_the_batched_step_equals_the_per_layer_path(own_box_losses):
                                                   lr=1e-3), sigma=0.6,
                                   arch=(64, 16), tentative_lr=0.1)
         wrapper.setup_adjuster(4)
-        adapter = build_adapter(head, dict(type='DETRHeadAdapter',
-                                           batched=batched))
-        adapter.install(wrapper.gal_forward)
-        losses = head.loss_by_feat(cls.detach(), boxes, gts, metas)
-        (g_boxes, ) = torch.autograd.grad(sum(losses.values()), boxes)
+        if batched:
+            adapter = build_adapter(head)
+            adapter.install(wrapper.gal_forward)
+            losses = head.loss_by_feat(cls.detach(), boxes, gts, metas)
+            total = sum(losses.values())
+        else:
+            losses = head.loss_by_feat(cls.detach(), boxes, gts, metas)
+            total = sum(per_layer_gal(head, wrapper, cls.detach(), boxes,
+                                      gts, metas))
+        (g_boxes, ) = torch.autograd.grad(total, boxes)
         results[batched] = dict(
             losses={k: v.detach() for k, v in losses.items()},
             g_boxes=g_boxes,
@@ -389,3 +415,27 @@ def test_the_batched_box_loss_equals_mmdets_modules_bit_for_bit(dtype):
     assert loss_a.dtype == dtype and loss_a.shape == (3, )
     assert torch.equal(loss_a, loss_b)
     assert torch.equal(g_a, g_b)
+
+
+def test_a_layer_loss_called_on_its_own_gets_its_own_step():
+    """loss_by_feat_single outside loss_by_feat (a head of the user's that
+    calls it directly): one GAL step for that layer, the logged losses
+    exact, the boxes' gradient GAL's."""
+    head = detr_head()
+    hidden, gts, metas = inputs()
+    cls, boxes = head(hidden)
+    cls, boxes = cls.detach(), boxes.detach().requires_grad_(True)
+    plain = head.loss_by_feat_single(cls[-1], boxes[-1], gts, metas)
+    adapter = build_adapter(head)
+    rec = Recorder()
+    adapter.install(rec)
+    tapped = head.loss_by_feat_single(cls[-1], boxes[-1], gts, metas)
+    for p, t in zip(plain, tapped):
+        assert torch.equal(p, t)
+    (z, out, _), = rec.steps
+    assert z.shape == (1, 2, 10, 4)
+    g, = torch.autograd.grad(sum(tapped), boxes)
+    torch.testing.assert_close(g[-1], out.grad[0])
+    adapter.remove()
+    with pytest.raises(ValueError, match='batched was retired'):
+        build_adapter(head, dict(type='DETRHeadAdapter', batched=False))
