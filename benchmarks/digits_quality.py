@@ -1,20 +1,25 @@
 #!/usr/bin/env python
-"""Baseline vs GAL on scikit-learn's digits through MMPretrain, with t-tests.
+"""Baseline vs GAL on scikit-learn's digits through MMPretrain, with t-tests:
+a call of ``tools/ab_test.py`` per setting.
 
     python benchmarks/digits_quality.py --seeds 5            # optimisers
     python benchmarks/digits_quality.py --ablation --seeds 3  # ablations
 
-Every run is MMPretrain's Runner on the repo's digits configs (the stock
-ResNet-18 CIFAR config, quarter width; ``--size`` pixels, ``--epochs``
-epochs), with the digits image folder the script writes itself.
+Every run is ``tools/ab_test.py`` on a config written here over the repo's
+digits GAL config (the stock ResNet-18 CIFAR config, quarter width;
+``--size`` pixels, ``--epochs`` epochs, lr x0.1 at 60 % and 80 %), with
+the digits image folder the script writes itself; its baseline arm is the
+same config with GAL off. Each seed is shared by the arms (model, data
+order and the adjuster's initial weights); runs are resumable, as the
+tool's.
 
 Optimisers (default): SGD, Lookahead(SGD) and AdaBound, each baseline vs
 GAL with the paper's CIFAR-10 settings for that optimiser (arch (100, 32,
 16); sigma/gamma 0.001/1, 0.01/1, 0.01/10). Ablations (``--ablation``): the
 configs under configs/ablations/digits (update policies, noise adjusters,
-CNN adjuster, sigma and gamma sweeps) against the plain baseline, with
-SGD. Reported: final validation top-1 error (%) per run, mean ± std,
-Student's t-test against the baseline (t > 0: GAL's error is lower).
+CNN adjuster, sigma and gamma sweeps) against the baseline, with SGD.
+Reported: final validation top-1 error (%) per run, mean ± std, Student's
+t-test against the baseline (t > 0: GAL's error is lower).
 """
 import argparse
 import glob
@@ -22,14 +27,13 @@ import json
 import os
 import os.path as osp
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools'))
 DIGITS = osp.join(REPO, 'configs', 'mmpretrain', 'digits')
 
 OPTIMIZERS = {
@@ -43,42 +47,48 @@ OPTIMIZERS = {
 }
 
 
-def run_one(config, seed, data_root, size, epochs, optimizer=None,
-            gal_overrides=None, train_size=None):
-    """Train one config; return the final validation top-1 error (%)."""
-    import mmgal  # noqa: F401
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-    cfg = Config.fromfile(config)
-    cfg.work_dir = tempfile.mkdtemp(prefix='digits_')
-    cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.train_cfg.max_epochs = epochs
-    cfg.param_scheduler = dict(
-        type='MultiStepLR', by_epoch=True,
-        milestones=[int(epochs * 0.6), int(epochs * 0.8)], gamma=0.1)
-    cfg.train_cfg.val_interval = epochs
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
-                                        interval=epochs, save_last=False)
-    cfg.log_level = 'WARNING'
-    if train_size is not None:
-        cfg.train_dataloader.dataset.indices = train_size
-    for name in ('train_dataloader', 'val_dataloader'):
-        cfg[name].dataset.data_root = data_root
-        for t in cfg[name].dataset.pipeline:
-            if t['type'] == 'Resize':
-                t['scale'] = (size, size)
-            if t['type'] == 'RandomCrop':
-                t['crop_size'] = size
-    cfg.test_dataloader = cfg.val_dataloader
+def write_config(path, base, args, optimizer=None, gal=None):
+    """A config over ``base`` with this benchmark's data, size, schedule
+    and (optionally) optimizer and GAL settings."""
+    size, epochs = args.size, args.epochs
+    resize = f"dict(type='Resize', scale=({size}, {size}), " \
+        "interpolation='bilinear')"
+    train = (f"[dict(type='LoadImageFromFile'), {resize}, dict(type="
+             f"'RandomCrop', crop_size={size}, padding=2), "
+             "dict(type='PackInputs')]")
+    test = f"[dict(type='LoadImageFromFile'), {resize}, " \
+        "dict(type='PackInputs')]"
+    indices = '' if args.train_size is None else \
+        f', indices={args.train_size}'
+    wrapper = dict(gal or {})
     if optimizer is not None:
-        cfg.optim_wrapper.optimizer = dict(optimizer, _delete_=True)
-        cfg.optim_wrapper.optimizer.pop('_delete_')
-    if gal_overrides:
-        cfg.optim_wrapper.update(gal_overrides)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    metrics = runner.val_loop.run()
-    return 100.0 - float(metrics['accuracy/top1'])
+        wrapper['optimizer'] = dict(optimizer, _delete_=True)
+    root = osp.abspath(args.data_root)
+    text = [f'_base_ = {base!r}',
+            f'train_dataloader = dict(dataset=dict(data_root={root!r}, '
+            f'pipeline={train}{indices}))',
+            f'val_dataloader = dict(dataset=dict(data_root={root!r}, '
+            f'pipeline={test}))',
+            'test_dataloader = val_dataloader',
+            f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs})',
+            f'param_scheduler = dict(milestones=[{int(epochs * 0.6)}, '
+            f'{int(epochs * 0.8)}])',
+            f'default_hooks = dict(checkpoint=dict(interval={epochs}))',
+            f'optim_wrapper = dict(**{wrapper!r})']
+    with open(path, 'w') as f:
+        f.write('\n'.join(text) + '\n')
+    return path
+
+
+def ab(config, arms, args, name):
+    """``tools/ab_test.py`` on ``config``: each arm's final top-1 error (%)
+    per seed."""
+    import ab_test
+    runs = ab_test.main([config, '--seeds', str(args.seeds), '--arms',
+                         *arms, '--metric', 'accuracy/top1', '--work-dir',
+                         osp.join(args.out, 'runs', name)])
+    return {arm: [100.0 - runs[arm][s]['final'] for s in sorted(runs[arm])]
+            for arm in arms}
 
 
 def summarize(name, base, arm):
@@ -91,6 +101,46 @@ def summarize(name, base, arm):
 
 def fmt(r):
     return f'{r["mean"]:.2f} ± {r["std"]:.2f}'
+
+
+def _tables(args) -> list:
+    """The optimiser (or ablation) table's rows, from ab_test's runs."""
+    from mmgal.datasets import make_digits_images
+    make_digits_images(args.data_root)
+    gal_cfg = osp.join(DIGITS, 'resnet18_gal_1xb32_digits.py')
+    cfg_dir = osp.join(args.out, 'configs')
+    os.makedirs(cfg_dir, exist_ok=True)
+    table = []
+    if args.ablation:
+        opt, _ = OPTIMIZERS['SGD']
+        base = ab(write_config(osp.join(cfg_dir, 'baseline_sgd.py'), gal_cfg,
+                               args, opt), ['baseline'], args,
+                  'baseline_sgd')['baseline']
+        rows = [summarize('baseline (SGD)', base, base)]
+        for cfg in sorted(glob.glob(osp.join(REPO, 'configs', 'ablations',
+                                             'digits', '*.py'))):
+            name = osp.basename(cfg).split('_')[0]
+            path = write_config(osp.join(cfg_dir, osp.basename(cfg)), cfg,
+                                args, opt)
+            gal = ab(path, ['gal'], args, osp.basename(cfg)[:-3])['gal']
+            rows.append(summarize(name, base, gal))
+            print(f'{name}: {fmt(rows[-1])}', file=sys.stderr)
+        table.append(('ablations (SGD, sigma 0.01 unless swept)', rows))
+    else:
+        for opt_name in args.optimizers:
+            opt, gal_settings = OPTIMIZERS[opt_name]
+            tag = opt_name.split('(')[0].lower()
+            res = ab(write_config(osp.join(cfg_dir, f'{tag}.py'), gal_cfg,
+                                  args, opt, gal_settings),
+                     ['baseline', 'gal'], args, tag)
+            base, gal = res['baseline'], res['gal']
+            rows = [summarize('baseline', base, base),
+                    summarize(f'GAL (sigma {gal_settings["sigma"]}, gamma '
+                              f'{gal_settings["gamma"]})', base, gal)]
+            table.append((opt_name, rows))
+            print(f'{opt_name}: baseline {fmt(rows[0])}, GAL {fmt(rows[1])}',
+                  file=sys.stderr)
+    return table
 
 
 def main(argv=None):
@@ -118,41 +168,19 @@ def main(argv=None):
                 f'two runs per arm), got {args.seeds}')
     from bench_env import header, pin_threads, record
     pin_threads(args.threads)
+    t0 = time.perf_counter()
+    # The runs are tools/train.py processes: they take the threads here.
+    threads_env = os.environ.get('OMP_NUM_THREADS')
+    os.environ['OMP_NUM_THREADS'] = str(args.threads)
+    try:
+        table = _tables(args)
+    finally:
+        if threads_env is None:
+            os.environ.pop('OMP_NUM_THREADS')
+        else:
+            os.environ['OMP_NUM_THREADS'] = threads_env
     meta = record('benchmarks/digits_quality.py', argv,
                   seeds=list(range(args.seeds)))
-    from mmgal.datasets import make_digits_images
-    make_digits_images(args.data_root)
-    base_cfg = osp.join(DIGITS, 'resnet18_1xb32_digits.py')
-    gal_cfg = osp.join(DIGITS, 'resnet18_gal_1xb32_digits.py')
-    seeds = range(args.seeds)
-    t0 = time.perf_counter()
-    table = []
-
-    def runs(config, **kw):
-        return [run_one(config, s, args.data_root, args.size, args.epochs,
-                        train_size=args.train_size, **kw) for s in seeds]
-
-    if args.ablation:
-        opt, _ = OPTIMIZERS['SGD']
-        base = runs(base_cfg, optimizer=opt)
-        rows = [summarize('baseline (SGD)', base, base)]
-        for cfg in sorted(glob.glob(osp.join(REPO, 'configs', 'ablations',
-                                             'digits', '*.py'))):
-            name = osp.basename(cfg).split('_')[0]
-            rows.append(summarize(name, base, runs(cfg, optimizer=opt)))
-            print(f'{name}: {fmt(rows[-1])}', file=sys.stderr)
-        table.append(('ablations (SGD, sigma 0.01 unless swept)', rows))
-    else:
-        for opt_name in args.optimizers:
-            opt, gal_settings = OPTIMIZERS[opt_name]
-            base = runs(base_cfg, optimizer=opt)
-            gal = runs(gal_cfg, optimizer=opt, gal_overrides=gal_settings)
-            rows = [summarize('baseline', base, base),
-                    summarize(f'GAL (sigma {gal_settings["sigma"]}, gamma '
-                              f'{gal_settings["gamma"]})', base, gal)]
-            table.append((opt_name, rows))
-            print(f'{opt_name}: baseline {fmt(rows[0])}, GAL {fmt(rows[1])}',
-                  file=sys.stderr)
     elapsed = time.perf_counter() - t0
     lines = [header(meta), '',
              f'digits (1,437 train / 360 val), ResNet-18 CIFAR quarter '
