@@ -257,9 +257,10 @@ class CompiledGALStep:
         self.failed = reason
         self.on_fallback(reason)
 
-    def _eager(self, args: tuple, optimizer: Optional[Optimizer],
+    def _eager(self, step: Callable[[], GALOutput],
+               optimizer: Optional[Optimizer],
                grad_scale: float) -> GALOutput:
-        out = gal_step(*args)
+        out = step()
         if optimizer is not None:
             if grad_scale != 1:
                 grads = [p.grad for group in optimizer.param_groups
@@ -275,19 +276,23 @@ class CompiledGALStep:
                  adjuster: nn.Module,
                  lr: Union[float, Tensor],
                  sigma: float,
-                 gamma: float = 1.0,
-                 policy: str = 'le',
-                 remainder: str = 'exact',
-                 grouped: bool = False,
+                 *,
                  optimizer: Optional[Optimizer] = None,
-                 dtype: Optional[torch.dtype] = None,
-                 objective: str = 'normalized',
-                 normalize: str = 'auto',
+                 grad_scale: float = 1.0,
                  initial: Optional[nn.Module] = None,
-                 grad_scale: float = 1.0) -> GALOutput:
-        args = (z, loss_fn, adjuster, lr, sigma, gamma, policy, remainder,
-                grouped, dtype, objective, normalize, initial)
-        spec, z0, z_native = prepare_step(*args[:-1])
+                 **step_args) -> GALOutput:
+        """As :func:`gal_step` (``step_args``: its ``gamma``, ``policy``,
+        ``remainder``, ``grouped``, ``dtype``, ``objective`` and
+        ``normalize``), with ``optimizer`` and ``grad_scale`` as the class
+        says."""
+        spec, z0, z_native = prepare_step(z, loss_fn, adjuster, lr, sigma,
+                                          **step_args)
+        grouped = spec.grouped
+
+        def eager() -> GALOutput:
+            return gal_step(z, loss_fn, adjuster, lr, sigma, initial=initial,
+                            **step_args)
+
         self._see(adjuster, initial)
         params = {name: p.detach() for name, p in self._params.items()}
         update = _adam_update(optimizer, self._params)
@@ -296,7 +301,7 @@ class CompiledGALStep:
             # Compiling failed, no parameters (noise adjusters), or an
             # optimizer the graph does not apply (its first step makes
             # Adam's state): eagerly.
-            return self._eager(args, optimizer, grad_scale)
+            return self._eager(eager, optimizer, grad_scale)
         key = (tuple(z.shape), z.dtype, z0.dtype, grouped, initial is None)
         first = key not in self._checked
         if first:
@@ -306,20 +311,21 @@ class CompiledGALStep:
             loss_and_grad(z0, loss_fn, spec.loss_shape, grouped)
             self._checked.add(key)
         spec = spec._replace(loss_shape=None)
+        lr_t = lr
         if not isinstance(lr, Tensor):
             # One element, not 0-dim: dynamo guards a 0-dim float64 CPU
             # tensor by its value (a host read per call).
-            lr = torch.full((1, ), float(lr), dtype=z0.dtype,
-                            device=z.device)
+            lr_t = torch.full((1, ), float(lr), dtype=z0.dtype,
+                              device=z.device)
         t0 = time.perf_counter()
         try:
             out, grads = self._fn(
-                params, self._buffers, z0, z_native, lr, loss_fn, adjuster,
+                params, self._buffers, z0, z_native, lr_t, loss_fn, adjuster,
                 spec, initial, self._initial_params if initial is not None
                 else None, update, float(grad_scale))
         except Exception as err:
             self._fail(err)
-            return self._eager(args, optimizer, grad_scale)
+            return self._eager(eager, optimizer, grad_scale)
         if first and self.on_compile is not None:
             self.on_compile(
                 f'z of shape {tuple(z.shape)}' +
