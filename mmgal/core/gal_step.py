@@ -610,17 +610,10 @@ def gal_step(z: Tensor,
             (accumulated).
         lr (float | Tensor): The model's learning rate eta; the tentative
             step uses gamma * lr.
-        sigma (float): Relative strength of the adjustment (>= 0).
-        gamma (float): Scale of the tentative learning rate (> 0).
-        policy (str): ``'le'``, ``'lt'``, ``'always'`` or ``'never'``.
-        remainder (str): ``'exact'`` (default): R from the loss's closed
-            form (an ExactLoss), else the difference l' - l + eta<g~, g>
-            in float64 (unless ``dtype`` says otherwise); l' - l is
-            ``R - eta<g~, g>`` from the same terms (``dtype=float32`` with
-            a plain loss: the difference in float32, which cancels below
-            the loss's rounding on most tasks). ``'reference'``: the
-            authors' release: that difference with the first-order term
-            averaged over the rows of z instead of summed.
+        sigma, gamma, policy, remainder, objective, normalize: GAL's
+            settings, as :class:`~mmgal.core.GALSettings` documents them
+            (``remainder='exact'`` with a plain loss: the difference of the
+            losses in float64, or in ``dtype`` when given).
         grouped (bool): z's first dimension indexes G independent GAL
             problems (e.g. the decoder layers of DETR, shape (G, ..., d))
             solved in one step: each group has its own loss, remainder and
@@ -634,16 +627,6 @@ def gal_step(z: Tensor,
             its own). Defaults to None: float64 for an exact remainder
             without a closed form, else z's dtype, at least float32.
             ``grad`` keeps z's dtype either way.
-        objective (str): What the adjuster minimises: ``'normalized'``
-            (default) |R| / (eta |g~|)^2 with the denominator detached (the
-            same minimiser as |R| in each step; a gradient of order one,
-            where |R|'s is O(eta^2) and below float32's resolution of the
-            weights), or ``'abs'``: |R|, the paper's.
-        normalize (str): Eq. 4's norms: ``'row'`` (the paper: each row of
-            the adjustment scaled to sigma |g_row|), ``'batch'`` (the
-            adjustment scaled to sigma |g| over all rows: a deviation from
-            Eq. 4 under which a one-feature adjuster gets a gradient) or
-            ``'auto'`` (default: row for d > 1, batch for d = 1).
         initial (nn.Module, optional): The adjuster at its initial weights
             (frozen): probes this batch's |R| with it (``stats``).
 
