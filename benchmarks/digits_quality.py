@@ -87,8 +87,9 @@ def ab(config, arms, args, name):
     runs = ab_test.main([config, '--seeds', str(args.seeds), '--arms',
                          *arms, '--metric', 'accuracy/top1', '--work-dir',
                          osp.join(args.out, 'runs', name)])
-    return {arm: [100.0 - runs[arm][s]['final'] for s in sorted(runs[arm])]
-            for arm in arms}
+    # max: 100 % accuracy logged as 100.0000001 is no negative error.
+    return {arm: [max(0.0, 100.0 - runs[arm][s]['final'])
+                  for s in sorted(runs[arm])] for arm in arms}
 
 
 def summarize(name, base, arm):
