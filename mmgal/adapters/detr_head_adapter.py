@@ -1,4 +1,5 @@
 from collections import OrderedDict
+from functools import partial
 from typing import Callable, List, NamedTuple, Optional
 
 import torch
@@ -124,20 +125,8 @@ class DETRHeadAdapter(BaseGALAdapter):
         if not plain:
             # Other box losses: the head's modules, one call per layer
             # (they may read tensor values on the host).
-            def module_loss_fn(z: Tensor) -> Tensor:
-                losses = []
-                for k, boxes in enumerate(z.reshape(len(layers), -1, 4)):
-                    w = weights[k].to(boxes.dtype)
-                    a = avg[k].to(boxes.dtype)
-                    losses.append(
-                        iou(bbox_cxcywh_to_xyxy(boxes) *
-                            factors.to(boxes.dtype),
-                            gt_xyxy[k].to(boxes.dtype), w, avg_factor=a) +
-                        l1(boxes, targets[k].to(boxes.dtype), w,
-                           avg_factor=a))
-                return torch.stack(losses)
-
-            return module_loss_fn
+            return partial(_module_loss, l1, iou, targets, weights, avg,
+                           factors, gt_xyxy)
         # mmdet's L1Loss and GIoULoss (reduction 'mean' with avg_factor)
         # and bbox_overlaps(mode='giou', is_aligned=True), written out with
         # the same arithmetic (same values and gradients) but fewer
@@ -202,25 +191,9 @@ class DETRHeadAdapter(BaseGALAdapter):
 
         def tapped_loss_single(cls_scores: Tensor, bbox_preds: Tensor,
                                batch_gt_instances, batch_img_metas):
-            captured: dict = {}
-
-            def capturing_get_targets(*args, **kwargs):
-                captured['targets'] = get_targets(*args, **kwargs)
-                return captured['targets']
-
-            # Restore what was there (an instance attribute of the user's
-            # stays, the class's method shows through again).
-            own = vars(head).get('get_targets', _MISSING)
-            head.get_targets = capturing_get_targets
-            try:
-                loss_cls, loss_bbox, loss_iou = loss_single(
-                    cls_scores, bbox_preds, batch_gt_instances,
-                    batch_img_metas)
-            finally:
-                if own is _MISSING:
-                    del head.get_targets
-                else:
-                    head.get_targets = own
+            (loss_cls, loss_bbox, loss_iou), captured = _with_targets(
+                head, loss_single, get_targets, cls_scores, bbox_preds,
+                batch_gt_instances, batch_img_metas)
             if not (torch.is_grad_enabled() and bbox_preds.requires_grad
                     and 'targets' in captured):
                 return loss_cls, loss_bbox, loss_iou
@@ -267,6 +240,47 @@ class DETRHeadAdapter(BaseGALAdapter):
 
 
 _MISSING = object()
+
+
+def _module_loss(l1: nn.Module, iou: nn.Module, targets: Tensor,
+                 weights: Tensor, avg: Tensor, factors: Tensor,
+                 gt_xyxy: Tensor, z: Tensor) -> Tensor:
+    """Each layer's box loss at stacked boxes ``z`` (G, B, Q, 4) through
+    the head's own L1 and IoU modules, one call per layer."""
+    from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+    losses = []
+    for k, boxes in enumerate(z.reshape(len(targets), -1, 4)):
+        w = weights[k].to(boxes.dtype)
+        a = avg[k].to(boxes.dtype)
+        losses.append(
+            iou(bbox_cxcywh_to_xyxy(boxes) * factors.to(boxes.dtype),
+                gt_xyxy[k].to(boxes.dtype), w, avg_factor=a) +
+            l1(boxes, targets[k].to(boxes.dtype), w, avg_factor=a))
+    return torch.stack(losses)
+
+
+def _with_targets(head: nn.Module, loss_single: Callable,
+                  get_targets: Callable, *args) -> tuple:
+    """``loss_single(*args)`` and what the head's ``get_targets`` returned
+    in it (``{'targets': ...}``, empty where it was not called): the
+    layer's Hungarian assignment, kept so that GAL does not match again."""
+    captured: dict = {}
+
+    def capturing_get_targets(*a, **kw):
+        captured['targets'] = get_targets(*a, **kw)
+        return captured['targets']
+
+    # Restore what was there (an instance attribute of the user's stays,
+    # the class's method shows through again).
+    own = vars(head).get('get_targets', _MISSING)
+    head.get_targets = capturing_get_targets
+    try:
+        return loss_single(*args), captured
+    finally:
+        if own is _MISSING:
+            del head.get_targets
+        else:
+            head.get_targets = own
 
 
 class _BoxTerms(NamedTuple):

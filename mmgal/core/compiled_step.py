@@ -243,6 +243,19 @@ class CompiledGALStep:
             self._initial_params = {} if initial is None else {
                 k: p.detach() for k, p in initial.named_parameters()}
 
+    def _check_once(self, z: Tensor, z0: Tensor, loss_fn: Callable,
+                    spec: StepSpec, initial: Optional[nn.Module]) -> bool:
+        """What gal_step refuses, checked eagerly once per shape
+        (torch.func would give a zero gradient for a loss that does not
+        depend on z); True on that first call."""
+        key = (tuple(z.shape), z.dtype, z0.dtype, spec.grouped,
+               initial is None)
+        if key in self._checked:
+            return False
+        loss_and_grad(z0, loss_fn, spec.loss_shape, spec.grouped)
+        self._checked.add(key)
+        return True
+
     def _fail(self, err: Exception) -> None:
         """Re-raise an error that is not torch.compile's; else remember why
         and tell ``on_fallback`` (without one: raise saying so)."""
@@ -287,7 +300,6 @@ class CompiledGALStep:
         says."""
         spec, z0, z_native = prepare_step(z, loss_fn, adjuster, lr, sigma,
                                           **step_args)
-        grouped = spec.grouped
 
         def eager() -> GALOutput:
             return gal_step(z, loss_fn, adjuster, lr, sigma, initial=initial,
@@ -302,14 +314,7 @@ class CompiledGALStep:
             # optimizer the graph does not apply (its first step makes
             # Adam's state): eagerly.
             return self._eager(eager, optimizer, grad_scale)
-        key = (tuple(z.shape), z.dtype, z0.dtype, grouped, initial is None)
-        first = key not in self._checked
-        if first:
-            # What gal_step refuses, checked eagerly once per shape:
-            # torch.func would give a zero gradient for a loss that does
-            # not depend on z.
-            loss_and_grad(z0, loss_fn, spec.loss_shape, grouped)
-            self._checked.add(key)
+        first = self._check_once(z, z0, loss_fn, spec, initial)
         spec = spec._replace(loss_shape=None)
         lr_t = lr
         if not isinstance(lr, Tensor):
