@@ -117,8 +117,9 @@ class AdjusterLearner:
             adjuster = build_adjuster(settings.adjuster, dim, settings.arch)
         self.adjuster = adjuster.to(device)
         params = list(self.adjuster.parameters())
+        distributed = _world_size() > 1
         for p in params:
-            if _world_size() > 1:  # every rank starts from rank 0's weights
+            if distributed:  # every rank starts from rank 0's weights
                 dist.broadcast(p.data, src=0)
             p.grad = torch.zeros_like(p)
         # The initial adjuster, frozen: the probe of learning.

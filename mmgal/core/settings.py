@@ -7,7 +7,7 @@ Adam of its own for the adjuster). ``'release'``: the authors' release (its
 remainder, |R|, Eq. 4 per row, the adjuster trained by the model's
 optimizer at the head's lr). A field given explicitly wins over the preset.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Optional, Tuple, Union
 
 from .adjusters import ADJUSTER_KINDS, check_arch
@@ -158,9 +158,6 @@ class GALSettings:
         return dict(sigma=self.sigma, gamma=self.gamma, policy=self.policy,
                     remainder=self.remainder, objective=self.objective,
                     normalize=self.normalize)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _check_optimizer(cfg):
