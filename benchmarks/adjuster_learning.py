@@ -46,6 +46,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
+# tools/make_digits.py and the tests' tiny COCO maker
+sys.path[1:1] = [osp.join(REPO, 'tools'), osp.join(REPO, 'tests')]
 
 SETTINGS = {
     'gal': dict(),
@@ -112,7 +114,7 @@ def _runner_rows(cfg) -> list:
 def run_digits(setting: str, args) -> list:
     import mmgal  # noqa: F401
     from mmengine.config import Config
-    from mmgal.datasets import make_digits_images
+    from make_digits import make_digits_images
     root = osp.abspath(osp.join(args.data, 'digits'))
     make_digits_images(root)
     cfg = Config.fromfile(osp.join(
@@ -134,7 +136,7 @@ def run_digits(setting: str, args) -> list:
 def run_detr(setting: str, args) -> list:
     import mmgal  # noqa: F401
     from mmengine.config import Config
-    from mmgal.datasets import make_tiny_coco, tiny_detector_config
+    from tiny_coco import make_tiny_coco, tiny_detector_config  # tests/
     root = osp.abspath(osp.join(args.data, 'tiny_coco'))
     ann = make_tiny_coco(root, num_images=8)
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmdet', 'detr',

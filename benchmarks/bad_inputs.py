@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+# tools/: the Table V harness (table_v) and train.py's helpers.
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                            'tools'))
 
 RUN_ELSEWHERE = [
     ('resume a GAL checkpoint in the baseline config, or with '
@@ -174,10 +177,9 @@ def outcome(fn):
 def cases(data_root: str, tmp: str):
     import mmgal  # noqa: F401
     from mmgal.core import GradientAdjuster, gal_step
-    from mmgal.datasets import make_digits_images
+    from make_digits import make_digits_images
     from mmgal.engine import GALOptimWrapper
-    from mmgal.regression import load_boston, load_california, \
-        make_protocol
+    from table_v import load_boston, load_california, make_protocol
 
     z = torch.randn(8, 4)
     t = torch.randint(0, 4, (8, ))
@@ -289,7 +291,7 @@ def cases(data_root: str, tmp: str):
            crafted_meta)
 
     def image_folder(kind):
-        from mmgal.utils.data_check import check_image_folder
+        from data_check import check_image_folder
         root = osp.join(tmp, f'folder_{kind}', 'train')
         for label in ('0', '1'):
             os.makedirs(osp.join(root, label))

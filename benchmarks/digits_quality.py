@@ -106,7 +106,7 @@ def fmt(r):
 
 def _tables(args) -> list:
     """The optimiser (or ablation) table's rows, from ab_test's runs."""
-    from mmgal.datasets import make_digits_images
+    from make_digits import make_digits_images
     make_digits_images(args.data_root)
     gal_cfg = osp.join(DIGITS, 'resnet18_gal_1xb32_digits.py')
     cfg_dir = osp.join(args.out, 'configs')

@@ -60,6 +60,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools'))  # make_digits
 CASES = ('resnet18', 'detr', 'digits', 'mlp')
 
 
@@ -169,7 +170,7 @@ def _digits(gal: bool, device: str, amp: bool):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from mmgal.datasets import make_digits_images
+    from make_digits import make_digits_images
     root = osp.join(tempfile.gettempdir(), 'mmgal_overhead_digits')
     if not osp.isdir(osp.join(root, 'train')):
         make_digits_images(root)

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                            'tools'))  # the Table V harness (table_v)
 from bench_env import header, pin_threads, record  # noqa: E402
 
 
@@ -89,9 +91,10 @@ def measure(z, target, loss, exact, adjuster, lr, sigma, batches, batch,
 
 def regression_rows(args, gen):
     from mmgal.core import build_adjuster, mse_loss
-    from mmgal.regression import (DATASETS, PAPER_MODELS, fit_regressor,
-                                  load_dataset, make_protocol)
-    from mmgal.regression.experiment import _Split
+    from table_v import DATASETS, PAPER_MODELS, load_dataset, make_protocol
+    from table_v.experiment import _Split
+
+    from mmgal.regression import fit_regressor
     proto = make_protocol('paper')
     rows = {}
     for name in DATASETS:
@@ -153,8 +156,9 @@ def adjuster_motion(args):
     lr 1e-3, batch 200, sigma 0.1, standardised data) for
     ``--train-steps`` steps per setting: how far the adjuster's weights
     moved (largest change, and their change beyond a common rescaling)."""
-    from mmgal.regression import (GALSettings, MLPRegressor, PAPER_MODELS,
-                                  RegressionStep, load_dataset)
+    from table_v import PAPER_MODELS, load_dataset
+
+    from mmgal.regression import GALSettings, MLPRegressor, RegressionStep
     X, y = load_dataset('california', args.data_root)
     X = torch.as_tensor((X - X.mean(0)) / X.std(0), dtype=torch.float32)
     y = torch.as_tensor((y - y.mean()) / y.std(),

@@ -1,5 +1,6 @@
 import os
 import os.path as osp
+import sys
 
 import pytest
 
@@ -15,6 +16,8 @@ os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 os.environ.setdefault('TORCH_COMPILE_DISABLE', '1')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# The tools' own modules (tools/table_v, train.py, ...) import as in tools/.
+sys.path.insert(0, osp.join(REPO, 'tools'))
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def data_root():
 @pytest.fixture(scope='session')
 def digits_root(tmp_path_factory):
     """scikit-learn's digits as an MMPretrain image folder (made once)."""
-    from mmgal.datasets import make_digits_images
+    from make_digits import make_digits_images
     root = str(tmp_path_factory.mktemp('digits'))
     make_digits_images(root)
     return root

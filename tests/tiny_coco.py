@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from mmgal.datasets.generated import clear_generated
+from make_digits import clear_generated  # tools/
 
 CLASSES = ('red', 'blue')
 _COLOURS = ((220, 30, 30), (30, 30, 220))

@@ -16,12 +16,12 @@ import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path[:0] = [osp.dirname(HERE), HERE]  # mmgal, and tools/table_v
 
 from mmgal.core import NORMALIZATIONS, OBJECTIVES, REMAINDERS  # noqa: E402
-from mmgal.regression import (DATASETS, PROTOCOLS, format_table,  # noqa: E402
-                              load_dataset, make_protocol, run_dataset)
-from mmgal.regression.experiment import to_csv_rows  # noqa: E402
+from table_v import (DATASETS, PROTOCOLS, format_table,  # noqa: E402
+                     load_dataset, make_protocol, run_dataset, to_csv_rows)
 
 
 def parse_args(argv=None):

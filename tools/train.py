@@ -23,7 +23,8 @@ import os.path as osp
 import sys
 from copy import deepcopy
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path[:0] = [osp.dirname(HERE), HERE]  # mmgal, and the tools' helpers
 
 _CACHE = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
 if _CACHE and osp.exists(_CACHE) and not osp.isdir(_CACHE):
@@ -39,10 +40,11 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmgal  # noqa: E402,F401
-from mmgal.utils import (check_checkpoint_file, enable_amp,  # noqa: E402
-                         prepare_cpu_distributed)
-from mmgal.utils.data_check import check_image_folders  # noqa: E402
+from mmgal.utils import check_checkpoint_file, enable_amp  # noqa: E402
 from mmgal.utils.file_backend import ATOMIC_BACKEND  # noqa: E402
+
+from cpu_launcher import prepare_cpu_distributed  # noqa: E402 (tools/)
+from data_check import check_image_folders  # noqa: E402 (tools/)
 
 # Where the config sets no timeout for collectives: a stalled rank stops
 # the others after this long instead of torch's 30 minutes.

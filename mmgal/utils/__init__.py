@@ -3,13 +3,11 @@ from .checkpoint import (allow_mmengine_checkpoints, check_checkpoint_file,
                          confine_runtime_info, strip_executable_meta)
 from .file_backend import AtomicLocalBackend
 from .config import enable_amp
-from .launcher import prepare_cpu_distributed
 
 __all__ = [
     'allow_mmengine_checkpoints', 'check_checkpoint_file',
     'confine_runtime_info',
-    'strip_executable_meta', 'AtomicLocalBackend', 'enable_amp',
-    'prepare_cpu_distributed'
+    'strip_executable_meta', 'AtomicLocalBackend', 'enable_amp'
 ]
 
 allow_mmengine_checkpoints()

@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from mmgal.regression import (fit_regressor, format_table, load_boston,
-                              load_california, make_protocol, run_dataset)
-from mmgal.regression.datasets import CALIFORNIA_COLUMNS
+from table_v import (format_table, load_boston, load_california,
+                     make_protocol, run_dataset)
+from table_v.datasets import CALIFORNIA_COLUMNS
+
+from mmgal.regression import fit_regressor
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO, 'tools', 'regression.py')

@@ -13,8 +13,9 @@ class BlockMM:
 
 sys.meta_path.insert(0, BlockMM())
 import mmgal
-from mmgal.regression import GALSettings, fit_regressor, load_diabetes
-X, y = load_diabetes()
+from mmgal.regression import GALSettings, fit_regressor
+from sklearn.datasets import load_diabetes
+X, y = load_diabetes(return_X_y=True)
 res = fit_regressor(X[:100], y[:100], (8, ), epochs=2, batch_size=50,
                     lr=1e-2, seed=0, gal=GALSettings(arch=(4, )))
 assert len(res.history['adopt_rate']) == 2

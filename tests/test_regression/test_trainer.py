@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from mmgal.core import build_adjuster, gal_step, mse_loss
+from sklearn.datasets import load_diabetes
+
 from mmgal.regression import (GALSettings, MLPRegressor, RegressionStep,
-                              fit_regressor, load_diabetes)
+                              fit_regressor)
 
 
 def test_eager_mode_is_the_reference_loop_bit_for_bit():
@@ -65,7 +67,7 @@ def test_the_remainder_of_a_loss_without_closed_form_is_float64():
 
 
 def _fit(fast):
-    X, y = load_diabetes()
+    X, y = load_diabetes(return_X_y=True)
     # 160 rows in batches of 50: the last batch (10 rows) has another shape.
     return fit_regressor(X[:160], y[:160], (16, ), epochs=3, batch_size=50,
                          lr=1e-2, seed=0,

@@ -7,6 +7,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -106,13 +107,26 @@ class BatchShapeProbe(Hook):
 def test_detr_with_its_stock_pipeline_trains_through_dist_train_sh(
         mixed_coco, tmp_path):
     path = detr_config_file(tmp_path, mixed_coco)
-    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
-               CUDA_VISIBLE_DEVICES='')
-    res = subprocess.run(
-        ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), path, '2'],
-        capture_output=True, text=True, timeout=900, env=env,
-        cwd=str(tmp_path))
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    def dist_train():
+        # PYTHONFAULTHANDLER: a rank that aborts prints its Python stack.
+        env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
+                   CUDA_VISIBLE_DEVICES='', PYTHONFAULTHANDLER='1')
+        return subprocess.run(
+            ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), path, '2'],
+            capture_output=True, text=True, timeout=900, env=env,
+            cwd=str(tmp_path))
+
+    res = dist_train()
+    if res.returncode != 0 and \
+            'terminate called without an active exception' in res.stderr:
+        # Seen once in ~100 runs (CI, 2026-12-06): a rank's C++ runtime
+        # aborted mid-iteration, no Python error; not reproduced in 20
+        # runs since. Run again once, and say so; a second failure fails.
+        warnings.warn('dist_train.sh: a rank aborted (C++ terminate); '
+                      'ran again. Its stderr:\n' + res.stderr[-6000:])
+        res = dist_train()
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     ckpt = torch.load(str(tmp_path / 'work' / 'epoch_1.pth'))
     assert ckpt['optimizer']['gal']['dim'] == 4
 

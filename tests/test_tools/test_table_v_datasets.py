@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mmgal.regression import (california_from_raw, load_boston,
-                              load_california, load_dataset, load_diabetes)
+from table_v import (california_from_raw, load_boston, load_california,
+                     load_dataset, load_diabetes)
 
 
 def test_boston_shape_and_known_statistics(data_root):

@@ -5,7 +5,7 @@ import os.path as osp
 
 import pytest
 
-from mmgal.datasets import make_digits_images
+from make_digits import make_digits_images
 from tiny_coco import make_tiny_coco
 
 

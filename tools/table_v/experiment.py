@@ -29,8 +29,10 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mmgal.core import GALSettings, check_count, check_gal_args, check_real
+from mmgal.regression.trainer import (fit_regressor, predict,
+                                      regression_metrics)
+
 from .datasets import load_dataset
-from .trainer import fit_regressor, predict, regression_metrics
 
 PROTOCOLS = ('paper', 'tuned')
 METRICS = ('MAE', 'MSE', 'R2')
