@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from mmgal.core import build_adjuster, gal_step  # noqa: E402
+from mmgal.core import AdjusterLearner, GALSettings  # noqa: E402
 
 STARTS = ((0.5, 0.5), (0.75, 1.0))
 
@@ -39,20 +39,27 @@ def f(z: torch.Tensor) -> torch.Tensor:
     return val.sum()
 
 
-def make_optimizer(name, params, lr):
-    if name == 'GD':
-        return torch.optim.SGD(params, lr=lr)
-    if name == 'Lookahead(GD)':
-        from pytorch_optimizer import Lookahead
-        return Lookahead(torch.optim.SGD(params, lr=lr), k=5, alpha=0.5)
-    if name == 'RMSProp':
-        return torch.optim.RMSprop(params, lr=lr)
-    if name == 'Adam':
-        return torch.optim.Adam(params, lr=lr)
-    if name == 'AdaBound':
-        from pytorch_optimizer import AdaBound
-        return AdaBound(params, lr=lr, final_lr=0.1, weight_decouple=False)
-    raise ValueError(name)
+def optimizer_class(name):
+    """The optimiser ``name`` as a class built by ``(params, lr=...)``, for
+    (x, y) and, as ``adjuster_optimizer``'s type, for the adjuster."""
+    plain = dict(GD=torch.optim.SGD, RMSProp=torch.optim.RMSprop,
+                 Adam=torch.optim.Adam)
+    if name in plain:
+        return plain[name]
+    from pytorch_optimizer import AdaBound, Lookahead
+
+    class LookaheadGD(Lookahead):
+
+        def __init__(self, params, lr):
+            super().__init__(torch.optim.SGD(params, lr=lr), k=5, alpha=0.5)
+
+    class AdaBoundFinal01(AdaBound):
+
+        def __init__(self, params, lr):
+            super().__init__(params, lr=lr, final_lr=0.1,
+                             weight_decouple=False)
+
+    return {'Lookahead(GD)': LookaheadGD, 'AdaBound': AdaBoundFinal01}[name]
 
 
 # Per-optimiser learning rates: the paper gives GD's (0.1); the adaptive
@@ -66,22 +73,22 @@ def run(name, start, gal, steps=100, sigma=0.2, arch=(64, 24), seed=0,
         lr=None, adjuster_optimizer='model'):
     lr = LRS[name] if lr is None else lr
     z = torch.nn.Parameter(torch.tensor([start], dtype=torch.float64))
-    opt = make_optimizer(name, [z], lr)
-    adjuster = adj_opt = None
+    opt = optimizer_class(name)([z], lr=lr)
     if gal:
-        torch.manual_seed(seed)
-        adjuster = build_adjuster('mlp', 2, arch).double()
-        adj_opt = make_optimizer(name, list(adjuster.parameters()), lr) \
-            if adjuster_optimizer == 'model' else torch.optim.Adam(
-                adjuster.parameters(), lr=1e-3)
+        # The project's adjuster learner, eager: the adjuster (float32; its
+        # output joins the float64 step) and its optimizer.
+        learner = AdjusterLearner(GALSettings(
+            sigma=sigma, arch=arch, seed=seed, fast='eager',
+            adjuster_optimizer=dict(type=optimizer_class(name), lr=lr)
+            if adjuster_optimizer == 'model' else dict(type='Adam',
+                                                       lr=1e-3)), dim=2)
     path, losses, adopted = [list(start)], [], []
     for _ in range(steps):
         opt.zero_grad()
         if gal:
-            out = gal_step(z.detach(), f, adjuster, lr, sigma)
+            out = learner.step(z.detach(), f, lr)
             z.grad = out.grad.clone()
-            adj_opt.step()
-            adj_opt.zero_grad()
+            learner.update()
             losses.append(float(out.loss))
             adopted.append(bool(out.adopted))
         else:
