@@ -1,20 +1,12 @@
-"""Known conflicts of the mm stack with other installed packages.
-
-No mm imports: this runs before the mm layer is imported.
-"""
+"""Known conflicts of the mm stack with other packages (no mm imports)."""
 import importlib.metadata
 from typing import Optional
 
 
 def transformers_conflict() -> Optional[str]:
-    """A message naming the cause and the fix when ``transformers`` >= 5 is
-    installed, else None.
-
-    MMPretrain 1.2.0's multimodal models subclass a class that transformers
-    5 moved (``import mmpretrain`` fails with ``TypeError: NoneType takes no
-    arguments``), and pytorch-optimizer imports transformers whenever it is
-    installed.
-    """
+    """The cause and fix where ``transformers`` >= 5 is installed (MMPretrain
+    1.2.0 then fails with ``TypeError: NoneType takes no arguments``), else
+    None."""
     try:
         version = importlib.metadata.version('transformers')
     except importlib.metadata.PackageNotFoundError:

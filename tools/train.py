@@ -18,6 +18,7 @@ would silently drop GAL), and ``--launcher pytorch`` (tools/dist_train.sh)
 also runs on CPU-only machines, with the gloo backend.
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -36,11 +37,12 @@ if _CACHE and osp.exists(_CACHE) and not osp.isdir(_CACHE):
         'be imported; point it at a folder, or unset it')
 
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmgal  # noqa: E402,F401
-from mmgal.utils import check_checkpoint_file, enable_amp  # noqa: E402
+from mmgal.utils import check_checkpoint_file  # noqa: E402
 from mmgal.utils.file_backend import ATOMIC_BACKEND  # noqa: E402
 
 from cpu_launcher import prepare_cpu_distributed  # noqa: E402 (tools/)
@@ -110,6 +112,27 @@ def set_mmpretrain_loader_defaults(cfg: Config) -> None:
         loader = deepcopy(defaults)
         loader.update(cfg[field])
         cfg[field] = loader
+
+
+def enable_amp(cfg: Config, loss_scale='dynamic') -> Config:
+    """What ``tools/train.py --amp`` does, without dropping GAL.
+
+    The stock scripts set ``optim_wrapper.type = 'AmpOptimWrapper'``, which
+    would silently replace ``GALOptimWrapper``. For a GAL config this turns
+    on GAL's own AMP (``loss_scale``) and keeps the type; other configs get
+    the stock behaviour.
+    """
+    wrapper = cfg.optim_wrapper
+    wrapper_type = wrapper.get('type', 'OptimWrapper')
+    if wrapper_type == 'GALOptimWrapper':
+        wrapper.setdefault('loss_scale', loss_scale)
+    elif wrapper_type == 'AmpOptimWrapper':
+        print_log('AMP is already enabled in your config.', logger='current',
+                  level=logging.WARNING)
+    else:
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.setdefault('loss_scale', loss_scale)
+    return cfg
 
 
 def merge_args(cfg: Config, args) -> Config:

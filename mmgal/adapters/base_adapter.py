@@ -12,14 +12,11 @@ GAL_ADAPTERS = Registry('gal adapter', scope='mmgal',
 
 
 class BaseGALAdapter:
-    """Knows where a head's output features z are and how to re-evaluate
-    the head's z-dependent loss with the same targets.
-
-    Subclasses list the head classes they support by name in
-    ``supported_heads`` (subclasses of a listed head are supported too,
-    unless ``match_subclasses`` is False) and
-    implement :meth:`out_dim`, :meth:`install` and :meth:`remove`. Register
-    one for your own head with ``@GAL_ADAPTERS.register_module()``.
+    """Where a head's output features z are, and its z-dependent loss with
+    the same targets. Subclasses name their heads in ``supported_heads``
+    (and their subclasses, unless ``match_subclasses`` is False), implement
+    :meth:`out_dim`, :meth:`install` and :meth:`remove`, and register with
+    ``@GAL_ADAPTERS.register_module()``.
 
     Args:
         head (nn.Module): The head (already unwrapped from DDP).
@@ -32,8 +29,7 @@ class BaseGALAdapter:
         self.head = head
 
     def out_dim(self) -> Optional[int]:
-        """Size of the last dimension of z, or None when the head does not
-        declare it (the adjuster is then sized to the first z)."""
+        """z's last dimension, or None (sized by the first z)."""
         raise NotImplementedError
 
     def install(self, gal_forward: GALForward) -> None:
@@ -46,8 +42,7 @@ class BaseGALAdapter:
 
     @classmethod
     def supports_class(cls, klass: type, head: nn.Module) -> bool:
-        """Whether ``klass`` (``type(head)`` or one of its bases) is one
-        this adapter handles."""
+        """Whether ``klass`` (in ``type(head)``'s MRO) is handled here."""
         return klass.__name__ in cls.supported_heads and (
             cls.match_subclasses or klass is type(head))
 
@@ -65,9 +60,8 @@ def adapter_class_for(
     head: nn.Module,
     candidates: Optional[Sequence[Type[BaseGALAdapter]]] = None
 ) -> Optional[Type[BaseGALAdapter]]:
-    """The adapter class (among ``candidates``, default: every registered
-    one) that supports ``head``'s class, most specific match first (the
-    head's MRO is walked), or None."""
+    """The adapter class (among ``candidates``, default: all registered)
+    for ``head``'s class, most specific first, or None."""
     if candidates is None:
         GAL_ADAPTERS.import_from_location()
         candidates = list(GAL_ADAPTERS.module_dict.values())
@@ -82,18 +76,9 @@ def find_supported_heads(
     model: nn.Module,
     adapter: Optional[Union[str, dict, Type]] = None
 ) -> List[Tuple[str, nn.Module]]:
-    """``(dotted path, module)`` of every submodule of ``model`` that a
-    registered adapter (or only ``adapter``, when given) supports,
-    outermost first; a supported module inside another is not listed (the
-    outer head owns its loss)."""
-    candidates = None
-    if adapter is not None:
-        name = adapter.get('type') if isinstance(adapter, dict) else adapter
-        klass = GAL_ADAPTERS.get(name) if isinstance(name, str) else name
-        if klass is None:
-            raise KeyError(f'{name!r} is not in the GAL_ADAPTERS registry; '
-                           f'registered: {sorted(GAL_ADAPTERS.module_dict)}')
-        candidates = [klass]
+    """``(path, module)`` of each outermost submodule an adapter (or only
+    ``adapter``) supports."""
+    candidates = None if adapter is None else [_adapter_class(adapter)]
     found: List[Tuple[str, nn.Module]] = []
     for path, module in model.named_modules():
         if any(path.startswith(p + '.') for p, _ in found):
@@ -103,21 +88,24 @@ def find_supported_heads(
     return found
 
 
+def _adapter_class(adapter: Union[str, dict, Type]) -> Type:
+    name = adapter.get('type') if isinstance(adapter, dict) else adapter
+    klass = GAL_ADAPTERS.get(name) if isinstance(name, str) else name
+    if klass is None:
+        raise KeyError(f'{name!r} is not in the GAL_ADAPTERS registry; '
+                       f'registered: {sorted(GAL_ADAPTERS.module_dict)}')
+    return klass
+
+
 def build_adapter(head: nn.Module,
                   adapter: Optional[Union[str, dict, Type]] = None
                   ) -> BaseGALAdapter:
-    """The adapter named by ``adapter``, or the first registered adapter
-    that supports the head's class (or one of its base classes)."""
+    """The adapter ``adapter`` names, or the one for the head's class."""
     GAL_ADAPTERS.import_from_location()
     if adapter is not None:
         cfg = dict(type=adapter) if not isinstance(adapter, dict) else dict(
             adapter)
-        klass = GAL_ADAPTERS.get(cfg['type']) if isinstance(
-            cfg['type'], str) else cfg['type']
-        if klass is None:
-            raise KeyError(f"{cfg['type']!r} is not in the GAL_ADAPTERS "
-                           f'registry; registered: '
-                           f'{sorted(GAL_ADAPTERS.module_dict)}')
+        klass = cfg['type'] = _adapter_class(adapter)
         if klass.supported_heads and adapter_class_for(head,
                                                        [klass]) is None:
             raise ValueError(

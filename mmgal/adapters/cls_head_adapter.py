@@ -9,11 +9,8 @@ from .base_adapter import GAL_ADAPTERS, BaseGALAdapter, GALForward
 
 
 def curvature_kind(loss_module: nn.Module) -> Optional[str]:
-    """``'softmax'`` or ``'sigmoid'`` for MMPretrain's cross-entropy losses
-    (``CrossEntropyLoss``, ``LabelSmoothLoss``; exactly these classes),
-    whose value is c * logsumexp(z) per row (softmax) or c * softplus(z)
-    per element (sigmoid) plus a term linear in z; None for any other
-    loss."""
+    """``'softmax'`` / ``'sigmoid'`` for exactly MMPretrain's
+    ``CrossEntropyLoss`` and ``LabelSmoothLoss``; None for other losses."""
     from mmpretrain.models.losses import CrossEntropyLoss, LabelSmoothLoss
     if type(loss_module) is LabelSmoothLoss:
         loss_module = loss_module.ce
@@ -24,26 +21,20 @@ def curvature_kind(loss_module: nn.Module) -> Optional[str]:
 
 def exact_loss(loss_fn: Callable[..., Tensor], kind: Optional[str]
                ) -> Callable[[Tensor], Tensor]:
-    """``loss_fn(z, reduction_override=None)`` (the head's loss module with
-    its targets and arguments bound) as an :class:`ExactLoss` whose
-    remainder is the closed form of ``kind`` (see :func:`curvature_kind`);
-    ``loss_fn`` itself for ``kind=None``.
+    """The head's bound loss ``loss_fn(z, reduction_override=None)`` as an
+    :class:`ExactLoss` with ``kind``'s closed form (itself for None).
 
-    The coefficient c of each row (softmax) or element (sigmoid) is read
-    off the loss module at z = 0, where the linear term vanishes and
-    logsumexp = log C (softplus = log 2): unreduced, that is c before the
-    reduction, and the reduced value over the unreduced sum is the
-    reduction's factor (1 / batch size, 1 / avg_factor, loss_weight). So
-    hard labels, label smoothing, Mixup/CutMix scores, class and sample
-    weights and ``pos_weight`` need no formula of their own.
+    Each row's (element's) c is read off the loss at z = 0, where the linear
+    term vanishes and logsumexp = log C (softplus = log 2), unreduced and
+    times the reduction's factor: labels, smoothing, soft scores, weights
+    and ``pos_weight`` need no formula of their own.
     """
     if kind is None:
         return lambda z: loss_fn(z)
 
     def remainder_fn(z: Tensor, delta: Tensor) -> Tensor:
         if kind == 'softmax' and z.shape[-1] == 1:
-            # One class: the softmax loss is 0 for every z (and its
-            # coefficient below would be 0 / log 1), so is R.
+            # One class: the loss and R are 0 for every z.
             return z.new_zeros(())
         zeros = torch.zeros_like(z)
         per = loss_fn(zeros, reduction_override='none')
@@ -66,18 +57,11 @@ def exact_loss(loss_fn: Callable[..., Tensor], kind: Optional[str]
 class ClsHeadAdapter(BaseGALAdapter):
     """GAL on the logits of MMPretrain's classification heads.
 
-    Every head listed here computes its loss as
-    ``self.loss_module(cls_score, target, avg_factor=..., **kwargs)``. The
-    adapter puts a forward hook on ``loss_module``: z is the logits passed
-    to it, and the tentative loss calls the same loss module with the same
-    target (hard labels, or the soft ``gt_score`` of mixup/cutmix) and
-    arguments. For MMPretrain's ``CrossEntropyLoss`` and ``LabelSmoothLoss``
-    (softmax or sigmoid; class weights, ``pos_weight``, label smoothing and
-    soft targets included) GAL gets the remainder in closed form
-    (:func:`exact_loss`); any other loss module runs GAL's loss
-    evaluations in float64. Accuracy is not recomputed. Heads that call the
-    loss module several times (``ConformerHead``, once per branch) get one
-    GAL step per call, all with the same adjuster.
+    A forward hook on the head's ``loss_module``: z is the logits it gets,
+    the tentative loss the same module with the same targets and arguments.
+    MMPretrain's cross-entropy losses give R in closed form
+    (:func:`exact_loss`); other losses run in float64. A head calling its
+    loss several times (``ConformerHead``) gets a GAL step per call.
 
     Examples:
         >>> # Picked by the head's class; MMPretrain's ImageClassifier keeps
@@ -103,10 +87,7 @@ class ClsHeadAdapter(BaseGALAdapter):
         self._handle = None
 
     def out_dim(self) -> Optional[int]:
-        """``num_classes`` where the head declares it; else None (the
-        adjuster is sized to the first logits GAL sees: ``ClsHead``,
-        ``MultiLabelClsHead``, ``CSRAClsHead`` and ``VigClsHead`` have
-        none)."""
+        """``num_classes`` where the head declares it, else None."""
         num_classes = getattr(self.head, 'num_classes', None)
         if isinstance(num_classes, int) and not isinstance(
                 num_classes, bool) and num_classes >= 1:

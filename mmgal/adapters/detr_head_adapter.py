@@ -12,35 +12,21 @@ from .base_adapter import GAL_ADAPTERS, BaseGALAdapter, GALForward
 class DETRHeadAdapter(BaseGALAdapter):
     """GAL on the predicted boxes of MMDetection's DETR family.
 
-    z is the boxes of one decoder layer, shape (batch, queries, 4), the
-    normalised (cx, cy, w, h) that the box losses read; every call of the
-    head's ``loss_by_feat_single`` (one per decoder layer, plus the encoder
-    proposals of two-stage heads) is one GAL problem, all with the same
-    adjuster (4 -> arch -> 4). The layers' boxes, targets and weights are
-    stacked after the last layer and solved in one grouped GAL step, each
-    layer keeping its own adoption decision (l' <= l per layer), as one
-    step per layer would (the tests hold it against that). The step
-    computes L1 + GIoU itself (mmdet's ``L1Loss`` and ``GIoULoss``, same
-    values) without reading tensor values on the host, and keeps the
-    image-size factors on the device; other box-loss classes are called
-    per layer.
-
-    The tentative loss is the head's own box losses, L1 (``loss_bbox``) and
-    GIoU (``loss_iou``) with the head's loss weights, recomputed at z' with
-    the *same* Hungarian assignment: the adapter keeps what the head's
-    ``get_targets`` returned for this layer and does not match again. The
-    classification loss is untouched: it does not depend on the boxes (the
-    matching is not differentiable, and QualityFocalLoss detaches them), so
-    the gradient of the box losses is the gradient of the full loss w.r.t.
-    the boxes. The logged ``loss_bbox`` and ``loss_iou`` keep their exact
-    values; the boxes receive GAL's chosen gradient.
-
-    DINO's denoising queries (``loss_dn``) have fixed targets and are left
-    as they are.
+    z is one decoder layer's boxes (batch, queries, 4), the normalised
+    (cx, cy, w, h) the box losses read. Each ``loss_by_feat_single`` call
+    (a decoder layer, or two-stage heads' encoder proposals) is one GAL
+    problem with the shared adjuster; after the last layer they are solved
+    in one grouped step, each layer with its own decision. The tentative
+    loss is the head's L1 + GIoU with its weights and the layer's *own*
+    Hungarian assignment (kept from ``get_targets``, not matched again),
+    written out with mmdet's arithmetic and no host reads (other box-loss
+    classes: the head's modules per layer). The classification loss does
+    not depend on the boxes, so this is the full loss's gradient w.r.t.
+    them. The logged losses keep their values; DINO's denoising queries
+    are left as they are.
 
     Examples:
-        >>> # Over a stock DETR config (the head is the detector's
-        >>> # `bbox_head`; this adapter is picked by its class).
+        >>> # Over a stock DETR config; the adapter is picked by the head.
         >>> custom_imports = dict(imports=['mmgal'],
         >>>                       allow_failed_imports=False)
         >>> optim_wrapper = dict(type='GALOptimWrapper', sigma=0.01,
@@ -50,16 +36,14 @@ class DETRHeadAdapter(BaseGALAdapter):
     Args:
         head (nn.Module): ``DETRHead``, ``ConditionalDETRHead``,
             ``DABDETRHead``, ``DeformableDETRHead`` or ``DINOHead``.
-        batched: Retired (a ``ValueError``): every call is one grouped
-            step.
+        batched: Retired (a ``ValueError``).
     """
 
     supported_heads = ('DETRHead', 'ConditionalDETRHead', 'DABDETRHead',
                        'DeformableDETRHead', 'DINOHead')
     # Other DETRHead subclasses may compute their box losses differently.
     match_subclasses = False
-    # Image-size factors kept on the device, by (image shapes, queries,
-    # device, dtype): a fixed input size builds them once per run.
+    # Image-size factors on the device, by (shapes, queries, device, dtype).
     _FACTOR_CACHE_SIZE = 32
 
     def __init__(self, head: nn.Module, batched=None):
@@ -76,11 +60,9 @@ class DETRHeadAdapter(BaseGALAdapter):
     def out_dim(self) -> int:
         return 4
 
-    # ------------------------------------------------------------ helpers
     def _image_factors(self, metas: list, queries: int,
                        like: Tensor) -> Tensor:
-        """(w, h, w, h) per query of each image, (B * Q, 4), as the head
-        scales boxes for its GIoU loss; cached on the device."""
+        """(w, h, w, h) per query, (B * Q, 4), as the head scales boxes."""
         key = (tuple(tuple(m['img_shape'][:2]) for m in metas), queries,
                like.device, like.dtype)
         factors = self._factors.get(key)
@@ -94,10 +76,8 @@ class DETRHeadAdapter(BaseGALAdapter):
 
     @staticmethod
     def _avg_factors(weights: Tensor) -> Tensor:
-        """The head's box-loss averaging factor per layer, max(num_pos, 1)
-        (averaged over ranks under DDP), from the (G, B * Q, 4) box weights
-        on the device: get_targets gives positives weight 1 and counts
-        them, so no host value is needed."""
+        """The head's max(num_pos, 1) per layer (averaged over ranks), from
+        the box weights on the device."""
         from mmengine.dist import is_distributed
         num_pos = (weights[..., 0] > 0).sum(-1).to(weights.dtype)
         if is_distributed():
@@ -123,17 +103,12 @@ class DETRHeadAdapter(BaseGALAdapter):
         plain = (type(l1) is L1Loss and type(iou) is GIoULoss
                  and l1.reduction == iou.reduction == 'mean')
         if not plain:
-            # Other box losses: the head's modules, one call per layer
-            # (they may read tensor values on the host).
+            # Other box losses: the head's modules, one call per layer.
             return partial(_module_loss, l1, iou, targets, weights, avg,
                            factors, gt_xyxy)
-        # mmdet's L1Loss and GIoULoss (reduction 'mean' with avg_factor)
-        # and bbox_overlaps(mode='giou', is_aligned=True), written out with
-        # the same arithmetic (same values and gradients) but fewer
-        # operators: the targets' corners and areas and every constant are
-        # cast once per dtype, not per call, and there is no all-weights-zero
-        # shortcut (it reads a tensor on the host; it returns 0, as this
-        # does).
+        # mmdet's L1Loss, GIoULoss and bbox_overlaps(mode='giou'), the same
+        # arithmetic with fewer operators: constants cast once per dtype, no
+        # all-weights-zero shortcut (a host read; this returns 0 too).
         consts = _BoxConstants(targets, weights, avg, factors, gt_xyxy,
                                iou.eps)
         w_l1, w_iou = l1.loss_weight, iou.loss_weight
@@ -165,9 +140,8 @@ class DETRHeadAdapter(BaseGALAdapter):
 
     def _gal_on_layers(self, gal_forward: GALForward,
                        layers: List['_Layer']) -> Tensor:
-        """One grouped GAL step per run of layers with equal box shapes
-        (in practice one for all); returns a 0 whose gradient w.r.t. the
-        boxes is GAL's choice."""
+        """One grouped step per box shape (in practice one); returns a 0
+        whose gradient w.r.t. the boxes is GAL's choice."""
         zero = None
         by_shape: 'OrderedDict[tuple, list]' = OrderedDict()
         for layer in layers:
@@ -180,7 +154,6 @@ class DETRHeadAdapter(BaseGALAdapter):
             zero = part if zero is None else zero + part
         return zero
 
-    # --------------------------------------------------------------- tap
     def install(self, gal_forward: GALForward) -> None:
         if self._installed:
             return
@@ -206,8 +179,7 @@ class DETRHeadAdapter(BaseGALAdapter):
                 # Inside loss_by_feat: GAL runs once, after the last layer.
                 self._pending.append(layer)
                 return loss_cls, loss_bbox.detach(), loss_iou.detach()
-            # Called on its own: a step for this layer alone. Exact logged
-            # values; the boxes' gradient is GAL's.
+            # Called on its own: a step for this layer alone.
             return (loss_cls, loss_bbox.detach() +
                     self._gal_on_layers(gal_forward, [layer]),
                     loss_iou.detach())
@@ -220,8 +192,8 @@ class DETRHeadAdapter(BaseGALAdapter):
             finally:
                 self._pending = None
             if layers:
-                # Every layer's box loss went in detached: the one grouped
-                # step's zero-valued surrogate carries all their gradients.
+                # The layers' box losses went in detached: the grouped
+                # step's zero surrogate carries their gradients.
                 losses['loss_bbox'] = losses['loss_bbox'] + \
                     self._gal_on_layers(gal_forward, layers)
             return losses
@@ -245,8 +217,7 @@ _MISSING = object()
 def _module_loss(l1: nn.Module, iou: nn.Module, targets: Tensor,
                  weights: Tensor, avg: Tensor, factors: Tensor,
                  gt_xyxy: Tensor, z: Tensor) -> Tensor:
-    """Each layer's box loss at stacked boxes ``z`` (G, B, Q, 4) through
-    the head's own L1 and IoU modules, one call per layer."""
+    """Each layer's box loss at ``z`` (G, B, Q, 4) by the head's modules."""
     from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
     losses = []
     for k, boxes in enumerate(z.reshape(len(targets), -1, 4)):
@@ -261,17 +232,15 @@ def _module_loss(l1: nn.Module, iou: nn.Module, targets: Tensor,
 
 def _with_targets(head: nn.Module, loss_single: Callable,
                   get_targets: Callable, *args) -> tuple:
-    """``loss_single(*args)`` and what the head's ``get_targets`` returned
-    in it (``{'targets': ...}``, empty where it was not called): the
-    layer's Hungarian assignment, kept so that GAL does not match again."""
+    """``loss_single(*args)`` and ``{'targets': get_targets' result}`` (the
+    layer's Hungarian assignment; empty where not called)."""
     captured: dict = {}
 
     def capturing_get_targets(*a, **kw):
         captured['targets'] = get_targets(*a, **kw)
         return captured['targets']
 
-    # Restore what was there (an instance attribute of the user's stays,
-    # the class's method shows through again).
+    # Restore what was there (a user's instance attribute stays).
     own = vars(head).get('get_targets', _MISSING)
     head.get_targets = capturing_get_targets
     try:
@@ -297,12 +266,9 @@ class _BoxTerms(NamedTuple):
 
 
 class _BoxConstants:
-    """:class:`_BoxTerms` in float32 and float64 (the model's dtype and
-    GAL's default work dtype for this loss), built eagerly when the loss
-    function is made, from the float32 tensors the head gives, cast as
-    mmdet's losses cast them; any other dtype is built per call. (Built
-    outside the loss, never inside it: a tensor made under
-    ``torch.func.grad`` must not outlive that call.)"""
+    """:class:`_BoxTerms` in float32 and float64, built with the loss
+    function (a tensor made under ``torch.func.grad`` must not outlive
+    it); other dtypes per call."""
 
     def __init__(self, targets: Tensor, weights: Tensor, avg: Tensor,
                  factors: Tensor, gt_xyxy: Tensor, eps: float):
@@ -326,8 +292,7 @@ class _BoxConstants:
             gt_lo=gt_lo,
             gt_hi=gt_hi,
             gt_area=gt_wh[..., 0] * gt_wh[..., 1],
-            # (1, ) as bbox_overlaps makes it: torch.compile guards a
-            # 0-dim CPU tensor by its value, a host read per call.
+            # (1, ): torch.compile guards a 0-dim CPU tensor by value.
             eps=gt.new_tensor([eps]))
 
     def get(self, dtype: torch.dtype) -> _BoxTerms:
@@ -336,7 +301,7 @@ class _BoxConstants:
 
 
 class _Layer(NamedTuple):
-    """What one decoder layer's loss call leaves for the batched step."""
+    """What a decoder layer's loss call leaves for the grouped step."""
     boxes: Tensor  # (B, Q, 4), in the model's graph
     targets: Tensor  # (B * Q, 4), normalised cx, cy, w, h
     weights: Tensor  # (B * Q, 4)

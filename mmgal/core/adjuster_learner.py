@@ -1,15 +1,8 @@
-"""The adjuster and how it learns: one object, used by the optimizer
-wrapper, the regression module and the benchmarks. Plain PyTorch.
-
-Each :meth:`AdjusterLearner.step` runs GAL on one batch's output features
-(eagerly, or as one compiled graph where torch.compile works) and adds the
-adjuster's gradient to its ``.grad``; :meth:`AdjusterLearner.update` then
-averages those gradients over the steps since the last update (micro-
-batches, the groups of a grouped step and, under DDP, the ranks) and steps
-the adjuster's optimizer. With one step per update, a fixed adjuster lr and
-Adam, the compiled step applies that update itself from the second update
-on (~0.3 ms of host time less per step).
-"""
+"""The adjuster and how it learns, one object for the wrapper, the
+regression module and the benchmarks. Plain PyTorch. :meth:`step` runs GAL
+(eager or compiled) and adds the adjuster's gradient; :meth:`update`
+averages it over the steps (micro-batches, groups, DDP ranks) and steps
+its optimizer, which the compiled step does in its graph where it can."""
 import copy
 import inspect
 import logging
@@ -50,9 +43,8 @@ def inner_optimizer(optimizer: Optimizer) -> Optimizer:
 
 
 def select_step(fast: str, device, log: Callable = _warn):
-    """:func:`gal_step`, or a :class:`CompiledGALStep` for ``fast`` on
-    ``device`` (see :class:`~mmgal.core.GALSettings`), the reason logged
-    where ``'auto'`` cannot compile here."""
+    """:func:`gal_step` or a :class:`CompiledGALStep` for ``fast`` on
+    ``device``; why not, logged where ``'auto'`` cannot compile."""
     if fast == 'eager':
         return gal_step
     reason = compile_unavailable(device)
@@ -84,18 +76,16 @@ class AdjusterLearner:
         settings (GALSettings): GAL's settings.
         dim (int): Size of z's last dimension.
         device (str | torch.device): The head's device.
-        lr (float): The head's lr now (an adjuster optimizer without its own
-            lr follows it; :meth:`step` passes it on).
+        lr (float): The head's lr now (followed by an adjuster optimizer
+            without its own lr).
         model_optimizer (Optimizer, optional): For
-            ``adjuster_optimizer='model'``: its type and settings.
-        resolve (Callable, optional): Maps ``adjuster_optimizer['type']`` to
-            a class. Defaults to ``torch.optim``'s attribute of that name.
-        log (Callable, optional): ``log(message, level)`` for what GAL
-            reports (a fallback, compile times, a changed setting on
-            resume). Defaults to Python warnings for warnings.
+            ``adjuster_optimizer='model'``.
+        resolve (Callable, optional): ``adjuster_optimizer['type']`` -> a
+            class. Defaults to ``torch.optim``'s.
+        log (Callable, optional): ``log(message, level)``. Defaults to
+            Python warnings.
         in_graph_update (bool): Whether the compiled step may apply the
-            adjuster's update (False where one update follows several
-            steps that are not all GAL's, e.g. gradient accumulation).
+            update (not under gradient accumulation).
     """
 
     def __init__(self,
@@ -176,27 +166,23 @@ class AdjusterLearner:
 
     def step(self, z: Tensor, loss_fn: Callable, lr: Union[float, Tensor],
              grouped: bool = False, probe: bool = False) -> GALOutput:
-        """One GAL step on ``z`` (see :func:`gal_step` for ``loss_fn`` and
-        ``grouped``) at the head's lr ``lr``; ``probe`` also measures the
-        initial adjuster on this batch (for the logged statistics). Adds
-        the output's statistics to :attr:`stats`."""
+        """One GAL step (:func:`gal_step`) at the head's ``lr``; ``probe``
+        also measures the initial adjuster. Adds to :attr:`stats`."""
         self.calls += 1
         kwargs = {}
         if self.follows_lr and not isinstance(lr, Tensor):
             group = self.optimizer.param_groups[0]
             if group['lr'] != lr:
-                # The graph's Adam has its lr built in: an lr that changes
-                # during training is applied by the optimizer's own step.
+                # The graph's Adam has its lr built in: a changing lr
+                # steps eagerly.
                 self._lr_varies = self._lr_varies or self._updated
                 for g in self.optimizer.param_groups:
                     g['lr'] = float(lr)
         if self._in_graph and (self.calls > 1 or self._lr_varies):
-            # A second step before the update (a head with two losses):
-            # its gradients are averaged by update() from now on.
+            # Two steps per update (two losses): update() averages.
             self._in_graph = False
         if self._in_graph:
-            # Applied by the adjuster's Adam in the step's graph; a grouped
-            # step's gradient averaged over its groups.
+            # The update in the graph; a grouped step's averaged.
             kwargs = dict(optimizer=self.optimizer,
                           grad_scale=1.0 / (z.shape[0] if grouped else 1))
         out = self.step_fn(
@@ -212,9 +198,8 @@ class AdjusterLearner:
         return out
 
     def update(self) -> int:
-        """Average the adjuster's gradients over the steps since the last
-        update (and the ranks), step its optimizer; returns how many GAL
-        steps there were (0: GAL never saw the loss)."""
+        """Average the gradients since the last update (and over ranks),
+        step the optimizer; returns the GAL steps (0: none)."""
         calls, self.calls = self.calls, 0
         self._updated = True
         distributed = _world_size() > 1
@@ -254,7 +239,6 @@ class AdjusterLearner:
         stats, self.stats = self.stats, None
         return stats
 
-    # ---------------------------------------------------------- state dict
     def state_dict(self) -> dict:
         s = self.settings
         state = dict(adjuster=self.adjuster.state_dict(),
@@ -266,10 +250,9 @@ class AdjusterLearner:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Load :meth:`state_dict`'s output; ``ValueError`` where it does
-        not fit the settings (another adjuster or size). The settings'
-        optimizer wins over the checkpoint's: its moments and step counts
-        are kept, a different setting is logged, another type restarts."""
+        """Load :meth:`state_dict`; ``ValueError`` for another adjuster or
+        size. The config's optimizer settings win (the moments are kept,
+        a change is logged, another type starts afresh)."""
         missing = [k for k in ('adjuster', 'dim')
                    if not isinstance(state, dict) or k not in state]
         if missing:

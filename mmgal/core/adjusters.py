@@ -1,10 +1,5 @@
-"""Gradient adjustment modules h_phi: R^d -> R^d.
-
-The adjuster maps the output features z (rows of size ``dim``) to an
-adjustment of the same shape. Its raw output is normalised row-wise by
-:func:`mmgal.core.gal_step` (Eq. 4 of the paper), so only its direction
-matters. Plain PyTorch, no framework imports.
-"""
+"""Gradient adjusters h_phi: R^d -> R^d, applied to z's rows; gal_step
+normalises their output (Eq. 4), so only its direction matters."""
 import warnings
 from typing import Sequence, Tuple
 
@@ -24,8 +19,7 @@ def _check_dim(dim: int) -> int:
 
 
 def check_arch(arch: Sequence[int]) -> Tuple[int, ...]:
-    """``arch`` as a tuple, or ``ValueError`` if it is not a non-empty
-    sequence of positive ints."""
+    """``arch`` as a tuple; ``ValueError`` unless positive ints."""
     try:
         arch = tuple(arch)
     except TypeError:
@@ -42,12 +36,10 @@ def check_arch(arch: Sequence[int]) -> Tuple[int, ...]:
 class GradientAdjuster(nn.Module):
     """The paper's MLP adjuster: ``dim -> arch[0] -> ... -> arch[-1] -> dim``.
 
-    Linear layers with ReLU between them and no final activation (the
-    adjustment may be negative in any coordinate).
+    Linear layers with ReLU between them, no final activation.
 
     Args:
-        dim (int): Size of the last dimension of z (classes for logits, 4
-            for DETR boxes, 1 for scalar regression).
+        dim (int): z's last dimension (classes, 4 for DETR boxes, ...).
         arch (Sequence[int]): Hidden widths, e.g. ``(256, 64, 32)``.
     """
 
@@ -72,11 +64,9 @@ class GradientAdjuster(nn.Module):
 class CNNGradientAdjuster(nn.Module):
     """1-D CNN adjuster for the MLP-vs-CNN ablation (Table VIII).
 
-    z's rows are read as one-channel signals of length ``dim``; each entry
-    of ``arch`` is a 1-D convolution (kernel ``kernel_size``, same padding)
-    with that many output channels followed by ReLU, and a last
-    convolution maps back to one channel, so the output has z's shape. The
-    paper does not give its CNN's layout; this one is ours.
+    z's rows as one-channel signals: a same-padded convolution with ReLU
+    per entry of ``arch`` (its channels), then one back to one channel. The
+    paper does not give its layout; this one is ours.
 
     Args:
         dim (int): Size of the last dimension of z.
@@ -117,8 +107,7 @@ class CNNGradientAdjuster(nn.Module):
 class NoiseGradientAdjuster(nn.Module):
     """Random-noise "adjuster" for the noise ablation (Table VI).
 
-    Replaces h_phi(z) with noise of z's shape; :func:`gal_step` still
-    normalises it by Eq. 4. It has no parameters, so nothing is learned.
+    Noise of z's shape (normalised by Eq. 4); nothing is learned.
 
     Args:
         dim (int): Size of the last dimension of z.
@@ -141,9 +130,8 @@ class NoiseGradientAdjuster(nn.Module):
 
 
 def warn_if_unlearnable(kind: str, dim: int, normalize: str) -> bool:
-    """Warn (and return True) where a learned adjuster can get no gradient:
-    one feature (d = 1) with Eq. 4's row normalisation, where a/|a| is
-    sign(a), whose derivative is zero."""
+    """Warn (True) where a learned adjuster gets no gradient: d = 1 with
+    row normalisation (a/|a| is sign(a))."""
     if kind not in ('mlp', 'cnn') or resolve_normalize(normalize,
                                                        dim) != 'row' or \
             dim != 1:
@@ -162,15 +150,8 @@ def warn_if_unlearnable(kind: str, dim: int, normalize: str) -> bool:
 def build_adjuster(kind: str = 'mlp',
                    dim: int = 1,
                    arch: Sequence[int] = (256, 64, 32)) -> nn.Module:
-    """Build an adjuster by kind.
-
-    Args:
-        kind (str): One of ``'mlp'`` (the paper's default), ``'cnn'``,
-            ``'uniform'``, ``'normal'``.
-        dim (int): Size of the last dimension of z.
-        arch (Sequence[int]): Hidden widths (MLP) or channels (CNN); unused
-            by the noise kinds.
-    """
+    """An adjuster of ``kind`` (:data:`ADJUSTER_KINDS`) for z's last
+    dimension ``dim``; ``arch``: the MLP's widths or the CNN's channels."""
     if kind == 'mlp':
         return GradientAdjuster(dim, arch)
     if kind == 'cnn':

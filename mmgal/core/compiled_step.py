@@ -1,14 +1,6 @@
-"""The GAL step as one compiled graph (``torch.compile`` of
-:func:`~mmgal.core.gal_step.run_step`, the same function the eager step
-runs), for hardware where the eager step is bound by issuing operators.
-
-Plain PyTorch, no framework imports. The two gradients come from
-``torch.func.grad`` instead of ``torch.autograd.grad``, which
-``torch.compile`` cannot trace, so the whole step (both gradients, the
-adjuster's gradient with its non-finite mask, the policy's choice, the
-logged statistics and the probe) is one graph; given the adjuster's Adam
-(or AdamW), its update joins that graph too.
-"""
+"""The GAL step as one ``torch.compile``-d graph: the eager step's own
+:func:`~mmgal.core.gal_step.run_step` with ``torch.func`` gradients, and
+the adjuster's Adam update in the same graph. Plain PyTorch."""
 import importlib
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Union
@@ -24,9 +16,8 @@ _adam_functional = importlib.import_module('torch.optim.adam').adam
 
 
 class _AdamUpdate(NamedTuple):
-    """What the graph needs to apply torch.optim.Adam's update: the
-    parameters' names in the optimizer's order, its state tensors (updated
-    in place) and its settings."""
+    """Adam's update for the graph: the parameters' names in the
+    optimizer's order, its state (updated in place), its settings."""
     names: tuple
     exp_avgs: List[Tensor]
     exp_avg_sqs: List[Tensor]
@@ -45,8 +36,7 @@ def _compiled_body(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
                           z_native, lr.reshape(()), loss_fn, spec, initial,
                           initial_params)
     if update is not None:
-        # torch.optim.Adam's own single-tensor update, traced: the
-        # parameters and the optimizer's state change in place.
+        # torch.optim.Adam's own single-tensor update, traced, in place.
         _adam_functional(
             [params[k] for k in update.names],
             [grads[k] * grad_scale if grad_scale != 1 else grads[k]
@@ -59,11 +49,9 @@ def _compiled_body(params: Dict[str, Tensor], buffers: Dict[str, Tensor],
 
 def _adam_update(optimizer: Optional[Optimizer],
                  params: Dict[str, nn.Parameter]) -> Optional[_AdamUpdate]:
-    """The in-graph update for ``optimizer``, or None where the graph cannot
-    apply it exactly as ``optimizer.step()`` would: not a torch.optim Adam
-    or AdamW, another set of parameters, several param groups, no state
-    yet (its first step makes it), a step count on another device than its
-    parameter, or a gradient already pending in ``.grad``."""
+    """The in-graph update for ``optimizer``, or None where it would not be
+    ``optimizer.step()``'s (not one group of exactly these parameters, not
+    Adam/AdamW, no state yet, a host step count, a pending ``.grad``)."""
     if type(optimizer) not in (Adam, AdamW) or \
             len(optimizer.param_groups) != 1:
         return None
@@ -79,8 +67,6 @@ def _adam_update(optimizer: Optional[Optimizer],
     if any(k not in st for st in states for k in keys) or any(
             st['step'].device != p.device
             for st, p in zip(states, group['params'])):
-        # A step count on the host (Adam without capturable/fused on a
-        # GPU) would be copied to the device every step: stepped eagerly.
         return None
     beta1, beta2 = group['betas']
     return _AdamUpdate(
@@ -99,9 +85,7 @@ def _adam_update(optimizer: Optional[Optimizer],
 
 
 def compile_unavailable(device: Union[str, torch.device]) -> Optional[str]:
-    """Why ``torch.compile`` cannot build a step on ``device`` here, or None
-    where it can: switched off (``TORCH_COMPILE_DISABLE=1``), no C++
-    compiler for a CPU graph, no Triton for a CUDA one."""
+    """Why ``torch.compile`` cannot build a step on ``device``, or None."""
     if torch._dynamo.config.disable:
         return 'torch.compile is switched off (TORCH_COMPILE_DISABLE=1)'
     kind = torch.device(device).type
@@ -120,8 +104,7 @@ def compile_unavailable(device: Union[str, torch.device]) -> Optional[str]:
 
 
 def _compile_error(err: Exception) -> str:
-    """Why torch.compile failed, in one line (in parentheses), with a hint
-    where it names torch's compile cache."""
+    """Why torch.compile failed, in one line, with a hint for its cache."""
     cause = getattr(err, 'inner_exception', None) or err
     first = (str(cause).strip().splitlines() or [''])[0]
     hint = ''
@@ -140,44 +123,22 @@ def _is_compile_error(err: Exception) -> bool:
 
 
 class CompiledGALStep:
-    """:func:`gal_step` run as one ``torch.compile``-d graph.
+    """:func:`gal_step` as one ``torch.compile``-d graph: the same output
+    and adjuster gradient up to float rounding.
 
-    Call it like :func:`gal_step` (every argument); it returns the
-    same :class:`GALOutput`
-    and accumulates the same adjuster gradient into ``.grad`` (equal up to
-    float rounding): both run :func:`~mmgal.core.gal_step.run_step`. The
-    first call per input shape compiles (seconds to a minute, reported to
-    ``on_compile``); later calls with the same shapes, any targets and any
-    lr reuse the graph (lr is passed as a tensor, so schedulers do not
-    recompile), and a new shape (the last, smaller batch) compiles once
-    more, after which torch.compile's automatic dynamic shapes take over.
-    Adjusters without parameters (the noise ablations) run the eager step.
+    The first call per shape compiles (reported to ``on_compile``); lr is a
+    tensor input and targets are closure cells, so neither recompiles; a
+    second shape compiles once more, then dynamic shapes take over.
+    ``loss_fn`` must be traceable; its inputs are checked eagerly once per
+    shape. Where compiling fails, ``on_fallback`` is told why once and the
+    eager step runs from then on (without ``on_fallback``: RuntimeError).
+    Adjusters without parameters run eagerly.
 
-    ``loss_fn`` must be traceable by ``torch.compile`` (plain tensor maths
-    and Python on shapes and constants). A new closure of the same function
-    per call (new targets) reuses the graph; a different function (another
-    code object) compiles anew, and past torch.compile's cache limit (8 per
-    process) the step runs uncompiled, with the same results. Its inputs
-    are checked eagerly once per z shape, so a loss that does not depend on
-    z is still refused with a clear error.
-
-    Where compiling fails (no C++ compiler, a damaged or read-only cache,
-    a loss it cannot trace), the step calls ``on_fallback`` with the reason
-    once and runs eagerly from then on, with the same results; without
-    ``on_fallback`` it raises a ``RuntimeError`` that says so.
-
-    Given ``optimizer``, the adjuster's optimizer, the step also applies
-    this step's adjuster gradient at once, as ``.grad = gradient;
-    optimizer.step(); optimizer.zero_grad(set_to_none=True)`` would (for a
-    loop that updates the adjuster every step, with no gradient
-    accumulation): for a ``torch.optim.Adam`` or ``AdamW`` with one param
-    group over exactly the adjuster's trainable parameters, the update is
-    PyTorch's own Adam function traced into the same graph (no optimizer
-    call, no ``.grad``); its first call, other optimizers, or a gradient
-    already pending in ``.grad`` run those three calls instead. The Adam's
-    settings are compiled in as constants: changing its lr compiles anew.
-    ``grad_scale`` multiplies that gradient first (1 / G averages a grouped
-    step's G groups, as a loop over micro-steps would).
+    Given ``optimizer`` (the adjuster's), the step also applies the
+    gradient (times ``grad_scale``) as ``optimizer.step();
+    zero_grad(set_to_none=True)`` would: traced into the graph for an Adam
+    or AdamW over exactly the adjuster's parameters (its settings compiled
+    in), else by those calls.
 
     Args:
         backend (str): ``torch.compile`` backend. Defaults to
@@ -190,15 +151,10 @@ class CompiledGALStep:
             when compiling fails; the step then runs eagerly. Defaults to
             None: raise instead.
         on_compile (Callable[[str, float], None], optional): Told what
-            was compiled (z's shape, and whether with a probe) and the
-            seconds of each first call per shape (the compile time).
-        module_guards (bool): Whether the compiled graph re-checks the
-            Python attributes of the modules it calls (the adjuster, the
-            head's loss module) on every call. Defaults to False
-            (``torch.compiler.skip_guard_on_all_nn_modules_unsafe``): their
-            tensors are read every call, but a Python number changed on a
-            module during a run (a loss weight set by a hook) is not seen;
-            True sees it, at ~0.15 ms more host time per call.
+            was compiled and the seconds it took, once per shape.
+        module_guards (bool): Re-check the called modules' Python attributes
+            every call (~0.15 ms). Defaults to False: a number changed on a
+            module during a run (a loss weight set by a hook) is not seen.
     """
 
     def __init__(self,
@@ -209,8 +165,7 @@ class CompiledGALStep:
                  on_compile: Optional[Callable[[str, float],
                                                None]] = None,
                  module_guards: bool = False):
-        # ~400 guards per call otherwise, half of them on the modules'
-        # attributes (a fifth of the compiled call's host time here).
+        # Else ~400 guards per call, half on the modules' attributes.
         options = None if module_guards else dict(
             guard_filter_fn=torch.compiler.skip_guard_on_all_nn_modules_unsafe)
         self._fn = torch.compile(
@@ -221,8 +176,7 @@ class CompiledGALStep:
         # Why compiling failed: the step then runs eagerly.
         self.failed: Optional[str] = None
         self._checked = set()
-        # The adjuster last seen and its trainable parameters and buffers
-        # (walking its modules every call costs more than the step's math).
+        # The adjuster last seen, its parameters and buffers (cached).
         self._adjuster: Optional[nn.Module] = None
         self._params: Dict[str, nn.Parameter] = {}
         self._buffers: Dict[str, Tensor] = {}
@@ -231,8 +185,7 @@ class CompiledGALStep:
 
     def _see(self, adjuster: nn.Module,
              initial: Optional[nn.Module]) -> None:
-        """Cache the trainable parameters and buffers of a new adjuster
-        (and the initial one's parameters)."""
+        """Cache a new adjuster's (and initial one's) tensors."""
         if adjuster is not self._adjuster:
             self._adjuster = adjuster
             self._params = {name: p for name, p in
@@ -245,9 +198,8 @@ class CompiledGALStep:
 
     def _check_once(self, z: Tensor, z0: Tensor, loss_fn: Callable,
                     spec: StepSpec, initial: Optional[nn.Module]) -> bool:
-        """What gal_step refuses, checked eagerly once per shape
-        (torch.func would give a zero gradient for a loss that does not
-        depend on z); True on that first call."""
+        """gal_step's checks of the loss, eagerly once per shape (torch.func
+        gives a zero gradient where z is unused); True the first time."""
         key = (tuple(z.shape), z.dtype, z0.dtype, spec.grouped,
                initial is None)
         if key in self._checked:
@@ -257,8 +209,7 @@ class CompiledGALStep:
         return True
 
     def _fail(self, err: Exception) -> None:
-        """Re-raise an error that is not torch.compile's; else remember why
-        and tell ``on_fallback`` (without one: raise saying so)."""
+        """Re-raise an error not torch.compile's; else tell on_fallback."""
         if not _is_compile_error(err):
             raise err
         reason = _compile_error(err)
@@ -294,10 +245,7 @@ class CompiledGALStep:
                  grad_scale: float = 1.0,
                  initial: Optional[nn.Module] = None,
                  **step_args) -> GALOutput:
-        """As :func:`gal_step` (``step_args``: its ``gamma``, ``policy``,
-        ``remainder``, ``grouped``, ``dtype``, ``objective`` and
-        ``normalize``), with ``optimizer`` and ``grad_scale`` as the class
-        says."""
+        """As :func:`gal_step` (``step_args``: its keywords)."""
         spec, z0, z_native = prepare_step(z, loss_fn, adjuster, lr, sigma,
                                           **step_args)
 
@@ -310,16 +258,13 @@ class CompiledGALStep:
         update = _adam_update(optimizer, self._params)
         if self.failed is not None or not params or (
                 optimizer is not None and update is None):
-            # Compiling failed, no parameters (noise adjusters), or an
-            # optimizer the graph does not apply (its first step makes
-            # Adam's state): eagerly.
+            # Compiling failed, no parameters, or no in-graph update yet.
             return self._eager(eager, optimizer, grad_scale)
         first = self._check_once(z, z0, loss_fn, spec, initial)
         spec = spec._replace(loss_shape=None)
         lr_t = lr
         if not isinstance(lr, Tensor):
-            # One element, not 0-dim: dynamo guards a 0-dim float64 CPU
-            # tensor by its value (a host read per call).
+            # Not 0-dim: dynamo guards a 0-dim CPU tensor by its value.
             lr_t = torch.full((1, ), float(lr), dtype=z0.dtype,
                               device=z.device)
         t0 = time.perf_counter()

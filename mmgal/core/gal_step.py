@@ -1,23 +1,13 @@
 """One GAL step on output features z, in plain PyTorch.
 
-Given z (treated as a constant) and ``loss_fn`` (the z-dependent part of
-the task loss), this computes the vanilla gradient g = dl/dz, the adjusted
-gradient g~ = g + sigma * a / |a| * |g| with a = h_phi(z) (Eq. 4-5), the
-tentative loss l' = l(z - gamma * lr * g~), the first-order Taylor
-remainder R = l' - l + gamma * lr * <g~, g>, accumulates the gradient of
-the adjuster's objective (|R|, by default scaled by a detached
-1 / (eta |g~|)^2) into the adjuster's ``.grad`` and picks g~ or g by the
-update policy (Algorithm 1, lines 7-10).
-
-R is second order in the step and l is of order one, so R as the difference
-l' - l + ... cancels (in float32 below the loss's rounding on most tasks).
-By default (``remainder='exact'``) R comes from the loss's closed form when
-``loss_fn`` is an :class:`~mmgal.core.remainders.ExactLoss`, and otherwise
-from the difference evaluated in float64; l' - l, the policy's test, is
-``R - eta <g~, g>`` from the same terms.
-
-Everything is tensor maths: no host copies of tensor values and no Python
-branch on a tensor value, so the step adds no host-device synchronisation.
+With g = dl/dz and a = h_phi(z): g~ = g + sigma * a / |a| * |g| (Eq. 4-5),
+the tentative loss l' = l(z - eta g~) (eta = gamma * lr), the remainder
+R = l' - l + eta <g~, g>; the adjuster's objective |R| (by default over a
+detached (eta |g~|)^2) goes into its ``.grad``, and the policy picks g~ or
+g (Algorithm 1, lines 7-10). R is second order, so the difference l' - l
+cancels in float32: ``remainder='exact'`` takes an
+:class:`~mmgal.core.remainders.ExactLoss`'s closed form, else the
+difference in float64. Tensor maths only: no host-device sync.
 """
 import math
 import numbers
@@ -29,53 +19,36 @@ from torch.func import functional_call
 
 from .remainders import has_remainder
 
+# The settings' choices (GALSettings documents each).
 POLICIES = ('le', 'lt', 'always', 'never')
-# 'exact': closed form (ExactLoss) or the difference in float64 (unless
-# the step's dtype says otherwise); 'reference': the authors' release (the
-# difference in the work dtype, the first-order term averaged over rows).
 REMAINDERS = ('exact', 'reference')
-# The adjuster's objective: 'normalized' |R| / (eta |g~|)^2 with a detached
-# denominator (the same minimiser per step, a gradient of order one);
-# 'abs': |R| (the paper; its gradient is O(eta^2)).
 OBJECTIVES = ('normalized', 'abs')
-# Eq. 4's norms: 'row' (the paper: per row of z), 'batch' (one norm over
-# all rows, so a one-feature adjuster gets a gradient), 'auto' (row for
-# d > 1, batch for d = 1).
 NORMALIZATIONS = ('auto', 'row', 'batch')
 _EPS = 1e-12
-# GALOutput.stats, in order: sums over the step's finite groups of |R|,
-# |R| / (eta |g~|)^2, the cosine of g and the adjustment and l - l'; the
-# adopted and the non-finite groups, the groups; with a probe (an initial
-# adjuster given to the step), |R| with the current and with the initial
-# adjuster, the mean cosine of their adjustments and 1 (else zeros).
+# GALOutput.stats: sums over the finite groups (|R|, |R| / (eta |g~|)^2,
+# adopted, cos(g, a), non-finite, l - l', groups), then the probe's (|R|
+# with the current and the initial adjuster, their cosine, 1) or zeros.
 STAT_NAMES = ('abs_remainder', 'remainder', 'adopt_rate', 'cos_sim',
               'nonfinite', 'tentative_gain', 'steps', 'probe_learned',
               'probe_initial', 'cos_init', 'probes')
 
 
 class GALOutput(NamedTuple):
-    """What :func:`gal_step` returns. All scalars are 0-dim tensors.
+    """What :func:`gal_step` returns: 0-dim tensors (per group: ``(G, )``).
 
     Attributes:
-        grad: The gradient to back-propagate into the model (g~ when
-            adopted, else g), shaped and typed like z.
-        vanilla_grad: g = dl/dz, in z's dtype, computed as without GAL.
-        loss: l(z), in z's dtype (at least float32), as without GAL.
-        tentative_loss: l(z') with z' = z - gamma * lr * g~, in the work
-            dtype (with an exact remainder: l + (l' - l), rounded once).
+        grad: What the model back-propagates (g~ if adopted, else g), like z.
+        vanilla_grad: g = dl/dz in z's dtype, as without GAL.
+        loss: l(z) in z's dtype (at least float32), as without GAL.
+        tentative_loss: l(z - eta g~) in the work dtype.
         remainder: R (signed); the adjuster minimises |R|.
-        adopted: bool, whether ``grad`` is g~.
-        nonfinite: bool, True when g, the adjustment, l' or R was not
-            finite; then ``grad`` is g and the adjuster got no gradient.
-        cos_sim: mean row-wise cosine similarity between g and the
-            adjustment.
-        loss_change: l' - l, what the policy tests (with an exact
-            remainder: R - eta <g~, g>, not a difference of two losses).
-        scaled_remainder: |R| / (eta |g~|)^2 (0 where the step is 0): the
-            curvature along the step, of order one whatever eta.
-        stats: float32 vector of this step's sums named by
-            :data:`STAT_NAMES` (over its groups), for logging: the front
-            ends add these vectors up on the device between reads.
+        adopted: whether ``grad`` is g~.
+        nonfinite: g, the adjustment, l' or R was not finite (then
+            ``grad`` is g and the adjuster gets no gradient).
+        cos_sim: mean row-wise cosine of g and the adjustment.
+        loss_change: l' - l, what the policy tests.
+        scaled_remainder: |R| / (eta |g~|)^2, of order one whatever eta.
+        stats: float32 sums named by :data:`STAT_NAMES`, for logging.
     """
     grad: Tensor
     vanilla_grad: Tensor
@@ -92,10 +65,8 @@ class GALOutput(NamedTuple):
 
 def check_real(name: str, value, low: float = 0.0,
                strict: bool = False) -> float:
-    """``value`` as a float, or ``ValueError`` naming ``name`` unless it is
-    a finite real number (Python or NumPy; not bool) ``>= low`` (``> low``
-    with ``strict``). NaN and inf are refused, so no setting can switch GAL
-    off by failing every later comparison."""
+    """``value`` as a float; ``ValueError`` naming ``name`` unless it is a
+    finite real (not bool) ``>= low`` (``> low`` with ``strict``)."""
     op = '>' if strict else '>='
     if not is_real(value) or not math.isfinite(value) or (
             value <= low if strict else value < low):
@@ -105,8 +76,7 @@ def check_real(name: str, value, low: float = 0.0,
 
 
 def check_count(name: str, value) -> int:
-    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is
-    an integer (Python or NumPy; not bool) >= 1."""
+    """``value`` as an int; ``ValueError`` unless an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
             or value < 1:
         raise ValueError(f'{name} must be an int >= 1, got {value!r}')
@@ -114,8 +84,8 @@ def check_count(name: str, value) -> int:
 
 
 def check_choice(name: str, value, choices: tuple, what: str = '') -> None:
-    """``ValueError`` naming ``name``, the allowed values and ``value``
-    unless it is one of ``choices``."""
+    """``ValueError`` naming ``name`` and ``choices`` unless ``value`` is
+    one of them."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f'{name} must be one of {choices}{what}, got '
                          f'{value!r}')
@@ -138,9 +108,8 @@ def check_gal_args(sigma: float, gamma: float, policy: str,
 
 
 def resolve_normalize(normalize: str, dim: int) -> str:
-    """'row' or 'batch' for outputs of ``dim`` features ('auto': Eq. 4's
-    rows where d > 1; the batch for d = 1, where a/|a| per row is sign(a)
-    and gives a learned adjuster no gradient)."""
+    """'auto' as 'row' for d > 1, 'batch' for d = 1 (where a/|a| per row is
+    sign(a), which gives the adjuster no gradient)."""
     if normalize == 'auto':
         return 'row' if dim > 1 else 'batch'
     return normalize
@@ -152,8 +121,8 @@ def is_real(x) -> bool:
 
 
 def _check_lr(lr) -> None:
-    """A Python or NumPy number, or a CPU tensor, is checked here (no device
-    sync); a device tensor's value is guarded inside the step instead."""
+    """A number or a CPU tensor is checked here; a device tensor's value
+    inside the step (no sync)."""
     if isinstance(lr, Tensor):
         if lr.numel() != 1 or not lr.is_floating_point():
             raise ValueError('lr must be a number or a one-element floating '
@@ -170,18 +139,15 @@ WORK_DTYPES = (None, torch.float32, torch.float64)
 
 
 def native_dtype(z_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the model's own loss and gradient: z's, at least
-    float32 (fp16/bf16 logits' losses run in float32 under autocast)."""
+    """The model's own loss dtype: z's, at least float32."""
     return torch.promote_types(z_dtype, torch.float32)
 
 
 def work_dtype(z_dtype: torch.dtype, dtype=None, remainder: str = 'reference',
                loss_fn=None) -> torch.dtype:
-    """The dtype GAL's maths run in: ``dtype`` when given; float64 for an
-    exact remainder of a loss without a closed form (R is then a difference
-    of two losses, which float32 cannot resolve); else z's dtype and at
-    least float32 (fp16/bf16 features neither overflow nor lose the small
-    tentative differences)."""
+    """GAL's dtype: ``dtype`` if given; float64 for an exact remainder
+    without a closed form (a difference of two losses); else
+    :func:`native_dtype`."""
     if dtype is not None:
         return dtype
     if remainder == 'exact' and not has_remainder(loss_fn):
@@ -194,8 +160,7 @@ def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def add_to_grads(params: list, grads: list) -> None:
-    """Accumulate ``grads`` into the parameters' ``.grad`` (one foreach
-    add); a parameter without a gradient takes its new one as it is."""
+    """Accumulate ``grads`` into ``.grad`` (one foreach add)."""
     acc = []
     for p, gp in zip(params, grads):
         if p.grad is None:
@@ -211,8 +176,7 @@ def _rownorm(x: Tensor) -> Tensor:
 
 
 def _norms(x: Tensor, normalize: str, grouped: bool) -> Tensor:
-    """Eq. 4's norm of x, broadcastable to x: per row, or one over all rows
-    (of each group when grouped)."""
+    """Eq. 4's norm of x: per row, or over all rows (of each group)."""
     if normalize == 'row':
         return _rownorm(x)
     if grouped:
@@ -222,8 +186,7 @@ def _norms(x: Tensor, normalize: str, grouped: bool) -> Tensor:
 
 
 def _per_group(x: Tensor, grouped: bool, mean: bool = False) -> Tensor:
-    """Sum (or mean) of per-row values x over each group's rows (over all
-    rows when not grouped)."""
+    """Sum (or mean) of per-row x over each group's rows (or all rows)."""
     if grouped:
         x = x.flatten(1)
         return x.mean(1) if mean else x.sum(1)
@@ -263,32 +226,24 @@ def _remainder(zc: Tensor, g: Tensor, loss: Tensor, a: Tensor, loss_fn,
         rem = change + eta * first
     # (eta |g~|)^2 = |delta|^2 per group, detached: the same minimiser.
     step2 = _per_group((delta.detach()**2).sum(-1), grouped)
-    scaled = rem.detach().abs() / step2.clamp_min(torch.finfo(
-        step2.dtype).tiny)
-    if objective == 'normalized':
-        obj = rem.abs() / step2.clamp_min(torch.finfo(step2.dtype).tiny)
-    else:
-        obj = rem.abs()
+    step2 = step2.clamp_min(torch.finfo(step2.dtype).tiny)
+    scaled = rem.detach().abs() / step2
+    obj = rem.abs() / step2 if objective == 'normalized' else rem.abs()
     return _Terms(adj, g_adj, tentative, rem, change, obj, scaled)
 
 
 def _finite(terms: _Terms, lr) -> Tensor:
-    # R and l' - l are finite exactly when g, the adjustment and l' (or the
-    # closed form) all are: a NaN or inf in any row of g or of the
-    # adjustment reaches <g~, g> (inf times 0 or minus inf is NaN).
+    # A NaN or inf in g, the adjustment or l' reaches R or l' - l.
     finite = torch.isfinite(terms.rem) & torch.isfinite(terms.change)
     if isinstance(lr, Tensor):
-        # A device tensor is not read up front (that would sync): a NaN,
-        # inf or negative lr makes the step non-finite instead (vanilla
-        # gradient, counted).
+        # A bad device lr makes the step non-finite (not read: no sync).
         finite = finite & torch.isfinite(lr) & (lr >= 0)
     return finite
 
 
 def _unit_rows(x: Tensor) -> Tensor:
-    """x's rows scaled to unit length, through its largest entry first:
-    |x|^2 (and |g| * |a|) can overflow float32 where the direction is
-    fine."""
+    """x's rows at unit length, scaled by their largest entry first (no
+    float32 overflow)."""
     tiny = torch.finfo(x.dtype).tiny
     x = x / x.abs().amax(-1, keepdim=True).clamp_min(tiny)
     return x / _rownorm(x).clamp_min(_EPS)
@@ -301,8 +256,7 @@ def _cosine(g: Tensor, a: Tensor) -> Tensor:
 
 def _step_stats(terms: _Terms, finite: Tensor, adopt: Tensor,
                 cos: Tensor, probe: Optional[Tensor]) -> Tensor:
-    """GALOutput.stats (see :data:`STAT_NAMES`): non-finite groups add 0
-    to the sums of |R|, cos and l - l'."""
+    """GALOutput.stats (:data:`STAT_NAMES`); non-finite groups add 0."""
     zero = terms.rem.new_zeros(())
 
     def finite_sum(x):
@@ -325,10 +279,8 @@ def _decide(loss: Tensor, terms: _Terms, finite: Tensor, g: Tensor,
             a: Tensor, policy: str, grouped: bool, out_dtype: torch.dtype,
             native: Optional[tuple] = None,
             probe: Optional[Tensor] = None) -> GALOutput:
-    """Algorithm 1, lines 7-10, per group (on l' - l), the logged cosine
-    and the step's statistics. ``native``: (loss, g) in the output's own
-    dtype where GAL's maths ran in another; the model gets that g and logs
-    that loss, as without GAL."""
+    """Algorithm 1, lines 7-10, per group, and the statistics. ``native``:
+    the model's own (loss, g) where GAL ran in another dtype."""
     if policy == 'le':
         adopt = terms.change <= 0
     elif policy == 'lt':
@@ -376,9 +328,9 @@ _NO_Z = ('loss_fn(z) does not depend on z ({}): pass the loss computed '
 
 
 def _task_loss(loss_fn, loss_shape: Optional[tuple], grouped: bool):
-    """``z -> (what to differentiate, the loss)`` in z's dtype: the sum of
-    the groups' losses (groups do not share rows, so its gradient is each
-    group's own), the loss's shape checked unless ``loss_shape`` is None."""
+    """``z -> (what to differentiate, the loss)``: grouped, the sum of the
+    groups' losses (each group's gradient is its own); the shape checked
+    unless ``loss_shape`` is None."""
 
     def task_loss(zz):
         loss = loss_fn(zz)
@@ -391,12 +343,9 @@ def _task_loss(loss_fn, loss_shape: Optional[tuple], grouped: bool):
 
 
 class EagerGrads:
-    """How the eager step takes its two gradients: ``torch.autograd.grad``
-    behind ``torch.func.grad``'s contract (``grad(fn)(x)`` returns the
-    gradient of ``fn(x)[0]`` w.r.t. x, and ``fn(x)[1]``), and the adjuster
-    called as the module it is. One backward each: functorch's transform
-    would dispatch every operator through its own layers, at twice the
-    host time."""
+    """The eager step's gradients: ``torch.autograd.grad`` behind
+    ``torch.func.grad(fn, has_aux=True)``'s contract (functorch's layers
+    would double the host time), the adjuster called as a module."""
 
     @staticmethod
     def grad(fn: Callable) -> Callable:
@@ -429,9 +378,8 @@ class EagerGrads:
 
 
 class FunctionalGrads:
-    """How the compiled step takes them: ``torch.func.grad`` and the
-    adjuster as a function of its parameters, which ``torch.compile``
-    traces into one graph (it cannot trace ``torch.autograd.grad``)."""
+    """The compiled step's: ``torch.func.grad`` and ``functional_call``,
+    which ``torch.compile`` traces (it cannot trace autograd.grad)."""
 
     @staticmethod
     def grad(fn: Callable) -> Callable:
@@ -444,9 +392,8 @@ class FunctionalGrads:
 
 
 class StepSpec(NamedTuple):
-    """A step's settings, resolved and checked (constants of its graph).
-    ``loss_shape``: the shape ``loss_fn`` must return, checked in the step
-    (None: checked before it, as the compiled step does once per shape)."""
+    """A step's checked settings (its graph's constants); ``loss_shape``
+    None: checked before the step."""
     sigma: float
     gamma: float
     policy: str
@@ -464,19 +411,11 @@ def run_step(grads, adjuster: nn.Module, params: Dict[str, Tensor],
              z_native: Optional[Tensor], lr, loss_fn, spec: StepSpec,
              initial: Optional[nn.Module] = None,
              initial_params: Optional[Dict[str, Tensor]] = None):
-    """The GAL step, written once: eagerly with ``grads=EagerGrads``, and
-    as it is under ``torch.compile`` with ``FunctionalGrads``.
-
-    z is the constant output features in the work dtype (``z_native``: in
-    the model's own dtype where that differs). g and l at z (Eq. 1), the
-    adjuster's output at z, Eq. 4-5, R and l' - l (:func:`_remainder`),
-    the adjuster's gradient (zero for a non-finite step), Algorithm 1's
-    choice and the statistics. ``initial``: a frozen copy of the adjuster
-    at its initial weights (a probe on logging iterations: its |R| on this
-    batch and the cosine of the two adjustments join the statistics).
-
-    Returns (GALOutput, the adjuster's gradient per parameter name).
-    """
+    """The GAL step, written once: eager with ``EagerGrads``, compiled as
+    it is with ``FunctionalGrads``. z in the work dtype (``z_native``: in
+    the model's, where they differ); ``initial``: the frozen initial
+    adjuster, probed for the statistics. Returns (GALOutput, the adjuster's
+    gradient per parameter name)."""
     with torch.autocast(device_type=z.device.type, enabled=False):
 
         task_loss = _task_loss(loss_fn, spec.loss_shape, spec.grouped)
@@ -522,18 +461,19 @@ def run_step(grads, adjuster: nn.Module, params: Dict[str, Tensor],
 
 
 def loss_and_grad(z0: Tensor, loss_fn, loss_shape: tuple, grouped: bool):
-    """``loss_fn(z0)`` and its gradient g w.r.t. ``z0``, or ``ValueError``
-    when the loss has the wrong shape or does not depend on z."""
+    """``loss_fn(z0)`` and g; ``ValueError`` for a wrong shape or no z."""
     g, loss = EagerGrads.grad(_task_loss(loss_fn, loss_shape, grouped))(z0)
     return loss, g
 
 
-def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
-                    gamma: float, policy: str, remainder: str,
-                    grouped: bool, dtype=None, objective: str = 'normalized',
-                    normalize: str = 'auto') -> tuple:
-    """``ValueError`` naming the first bad argument of a GAL step; returns
-    the shape the loss must have (``(G, )`` grouped, else ``()``)."""
+def prepare_step(z: Tensor, loss_fn, adjuster: nn.Module, lr,
+                 sigma: float, gamma: float = 1.0, policy: str = 'le',
+                 remainder: str = 'exact', grouped: bool = False,
+                 dtype: Optional[torch.dtype] = None,
+                 objective: str = 'normalized', normalize: str = 'auto'):
+    """``ValueError`` naming the first bad argument of a step; else (spec,
+    z in the work dtype, z in the model's dtype or None) for
+    :func:`run_step`."""
     check_gal_args(sigma, gamma, policy, remainder, objective, normalize)
     if dtype not in WORK_DTYPES:
         raise ValueError(f'dtype must be one of {WORK_DTYPES}, got '
@@ -555,21 +495,7 @@ def check_step_args(z: Tensor, adjuster: nn.Module, lr, sigma: float,
             f"normalize='row', got {sigma!r}: the adjustment is then "
             f'+-sigma*|g| and can cancel the gradient exactly, so training '
             f'stalls')
-    return tuple(z.shape[:1]) if grouped else ()
-
-
-def prepare_step(z: Tensor, loss_fn, adjuster: nn.Module, lr,
-                 sigma: float, gamma: float = 1.0, policy: str = 'le',
-                 remainder: str = 'exact', grouped: bool = False,
-                 dtype: Optional[torch.dtype] = None,
-                 objective: str = 'normalized', normalize: str = 'auto'):
-    """Check a step's arguments and resolve what :func:`run_step` takes:
-    (spec, z in the work dtype, z in the model's dtype or None). Outside
-    autocast, the model's loss and gradient are in z's dtype, at least
-    float32 (as without GAL); GAL's maths in :func:`work_dtype`."""
-    loss_shape = check_step_args(z, adjuster, lr, sigma, gamma, policy,
-                                 remainder, grouped, dtype, objective,
-                                 normalize)
+    loss_shape = tuple(z.shape[:1]) if grouped else ()
     own = native_dtype(z.dtype)
     work = work_dtype(z.dtype, dtype, remainder, loss_fn)
     adj_dtype = next((p.dtype for p in adjuster.parameters()), work)
@@ -594,44 +520,28 @@ def gal_step(z: Tensor,
              objective: str = 'normalized',
              normalize: str = 'auto',
              initial: Optional[nn.Module] = None) -> GALOutput:
-    """Run one gradient-adjustment step (eagerly; :class:`CompiledGALStep`
-    runs the same :func:`run_step` as one compiled graph).
+    """Run one gradient-adjustment step eagerly (:class:`CompiledGALStep`
+    compiles the same :func:`run_step`).
 
     Args:
-        z (Tensor): Output features, shape ``(..., d)``; detached here, so
-            it is a constant. Row norms are taken over the last dimension.
-        loss_fn (Callable): Maps a tensor shaped like z to the scalar
-            z-dependent part of the task loss (with ``grouped``: to the
-            ``(G, )`` vector of each group's loss). An
-            :class:`~mmgal.core.remainders.ExactLoss` also gives its
-            remainder in closed form, which ``remainder='exact'`` uses.
-        adjuster (nn.Module): h_phi with attribute ``dim == d``. Its
-            parameters' ``.grad`` receive the objective's gradient
-            (accumulated).
-        lr (float | Tensor): The model's learning rate eta; the tentative
-            step uses gamma * lr.
-        sigma, gamma, policy, remainder, objective, normalize: GAL's
-            settings, as :class:`~mmgal.core.GALSettings` documents them
-            (``remainder='exact'`` with a plain loss: the difference of the
-            losses in float64, or in ``dtype`` when given).
-        grouped (bool): z's first dimension indexes G independent GAL
-            problems (e.g. the decoder layers of DETR, shape (G, ..., d))
-            solved in one step: each group has its own loss, remainder and
-            adoption decision, and the adjuster's gradient is the sum of
-            the groups' objective gradients, as G separate steps would give
-            (only a non-finite group then withholds every group's adjuster
-            gradient, not only its own). Every field of the output is then
-            per group, shape (G, ).
-        dtype (torch.dtype, optional): The dtype of GAL's maths: the loss
-            at z and z', the remainder and the choice (the adjuster keeps
-            its own). Defaults to None: float64 for an exact remainder
-            without a closed form, else z's dtype, at least float32.
-            ``grad`` keeps z's dtype either way.
-        initial (nn.Module, optional): The adjuster at its initial weights
-            (frozen): probes this batch's |R| with it (``stats``).
-
-    Returns:
-        GALOutput: see its docstring.
+        z (Tensor): Output features ``(..., d)``, taken as a constant.
+        loss_fn (Callable): z -> the scalar z-dependent part of the loss
+            (grouped: the ``(G, )`` losses). An
+            :class:`~mmgal.core.remainders.ExactLoss` gives R in closed form.
+        adjuster (nn.Module): h_phi with ``dim == d``; its ``.grad``
+            accumulates the objective's gradient.
+        lr (float | Tensor): The model's lr; the tentative step is
+            gamma * lr.
+        sigma, gamma, policy, remainder, objective, normalize: as
+            :class:`~mmgal.core.GALSettings` documents them.
+        grouped (bool): z's first dimension indexes G independent problems
+            (DETR's decoder layers), each with its own loss, R and choice;
+            the adjuster gets the sum of their gradients (none if any group
+            is non-finite).
+        dtype (torch.dtype, optional): GAL's dtype (:func:`work_dtype`);
+            ``grad`` keeps z's.
+        initial (nn.Module, optional): The frozen initial adjuster, probed
+            for ``stats``.
     """
     spec, z0, z_native = prepare_step(
         z, loss_fn, adjuster, lr, sigma, gamma, policy, remainder, grouped,

@@ -1,38 +1,28 @@
 """The first-order Taylor remainder of common losses, in closed form.
 
-GAL's remainder R = l(z + delta) - l(z) - <dl/dz(z), delta> (delta = z' - z)
-is second order in the step, while l is of order one: as the difference of
-two losses it cancels, in float32 below the loss's rounding on most tasks
-(``docs/results/remainder_precision.md``). For the losses GAL meets most,
-R has a form without that difference, accurate to a few units in the last
-place of R itself, in any float dtype:
+R = l(z + delta) - l(z) - <dl/dz, delta> is second order while l is of
+order one, so as a difference of losses it cancels in float32. Without
+that difference, to a few ulps of R in any dtype:
 
-- softmax cross-entropy with any targets that sum to one per row (hard
-  labels, label smoothing, Mixup/CutMix scores), any class and sample
-  weights: each row's loss is c * logsumexp(z) plus a linear term, so
-  ``R_row = c * log E_p[exp(u)]`` with p = softmax(z) and
+- softmax cross-entropy, any targets summing to one per row and any
+  weights: ``R_row = c * log E_p[exp(u)]``, p = softmax(z),
   u = delta - <p, delta> (the targets cancel);
-- sigmoid binary cross-entropy (multi-label, ``pos_weight``): each element
-  is c * softplus(z) plus a linear term;
-- squared error: ``R = c * delta^2``;
-- absolute error: ``R = c * (|r + delta| - sign(r) * (r + delta))`` at the
-  residual r = z - target, zero unless the residual changes sign.
+- sigmoid binary cross-entropy: c * softplus(z) plus a linear term, per
+  element;
+- squared error: ``c * delta^2``; absolute error at the residual r:
+  ``c * (|r + delta| - sign(r) * (r + delta))``.
 
-:class:`ExactLoss` carries a loss together with its remainder; ``gal_step``
-uses the remainder instead of evaluating l(z') when its loss_fn is one.
-Plain PyTorch, no framework imports, no host reads.
+:class:`ExactLoss` carries a loss with its remainder. Plain PyTorch.
 """
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-# |u| below this: the power series (16 terms: < 1e-19 relative truncation
-# error at the cut-off); above it: expm1(u) - u loses < 3 bits.
+# Below these |u| / |q|: 16-term power series (truncation < 1e-19); above:
+# the direct differences lose < 3 / < 5 bits.
 _SERIES_CUT = 0.5
 _SERIES_TERMS = 16
-# |q| below this: the series of q - log1p(q) (16 terms); above it the direct
-# difference loses < 5 bits.
 _LOG_CUT = 0.1
 
 
@@ -63,19 +53,9 @@ def mlog1pmx(q: Tensor) -> Tensor:
 
 
 def softmax_remainder(z: Tensor, delta: Tensor, coef: Tensor) -> Tensor:
-    """sum_rows coef * R_row for c * logsumexp(z_row) plus anything linear.
-
-    Args:
-        z (Tensor): Logits (..., C).
-        delta (Tensor): The step z' - z, shaped like z.
-        coef (Tensor): Each row's c, shape ``z.shape[:-1]`` (or
-            broadcastable to it), e.g. the loss weight over the batch size
-            times the row's class and sample weights.
-
-    Returns:
-        Tensor: ``(coef * log E_p[exp(delta - E_p delta)]).sum()`` over the
-        rows; each row's term is >= 0.
-    """
+    """``sum_rows coef * log E_p[exp(delta - E_p delta)]``: R of
+    c * logsumexp(z_row) plus anything linear (logits (..., C); ``coef``
+    each row's c, broadcastable to ``z.shape[:-1]``)."""
     p = torch.softmax(z, dim=-1)
     u = delta - (p * delta).sum(-1, keepdim=True)
     # E_p[exp(u)] = 1 + E_p[u] + E_p[expm1mx(u)] and E_p[u] = 0 exactly.
@@ -83,18 +63,14 @@ def softmax_remainder(z: Tensor, delta: Tensor, coef: Tensor) -> Tensor:
 
 
 def softplus_remainder(z: Tensor, delta: Tensor, coef: Tensor) -> Tensor:
-    """sum coef * (softplus(z + delta) - softplus(z) - sigmoid(z) * delta),
-    elementwise: the remainder of sigmoid binary cross-entropy (each element
-    c * softplus(z) plus a linear term)."""
-    # softplus(z) = z + softplus(-z): the remainder at (z, delta) equals the
-    # one at (-z, -delta), so take the side where sigmoid(z) <= 1/2.
+    """sum coef * (softplus(z + delta) - softplus(z) - sigmoid(z) * delta):
+    R of sigmoid binary cross-entropy."""
+    # R(z, delta) = R(-z, -delta): take the side where sigmoid(z) <= 1/2.
     flip = z > 0
     zz = torch.where(flip, -z, z)
     dd = torch.where(flip, -delta, delta)
     s = torch.sigmoid(zz)
-    # log1p(q) - s*delta with q = s*expm1(delta)
-    #   = s*expm1mx(delta) - (q - log1p(q)), both >= 0, the second <= half
-    #   the first.
+    # log1p(q) - s*delta = s*expm1mx(delta) - (q - log1p(q)), q = s*expm1.
     q = s * torch.expm1(dd)
     return (coef * (s * expm1mx(dd) - mlog1pmx(q))).sum()
 
@@ -106,8 +82,7 @@ def square_remainder(delta: Tensor, coef) -> Tensor:
 
 def abs_remainder(residual: Tensor, delta: Tensor, coef) -> Tensor:
     """sum coef * (|r + delta| - |r| - sign(r) * delta) at the residual
-    r = z - target: zero where r + delta keeps r's sign, 2|r + delta| where
-    it flips, |delta| where r = 0 (autograd's gradient of |x| at 0 is 0)."""
+    r = z - target (sign(0) = 0, as autograd's gradient of |x|)."""
     x = residual + delta
     return (coef * (x.abs() - torch.sign(residual) * x)).sum()
 
@@ -115,10 +90,8 @@ def abs_remainder(residual: Tensor, delta: Tensor, coef) -> Tensor:
 class ExactLoss:
     """A task loss with its first-order Taylor remainder in closed form.
 
-    :func:`mmgal.core.gal_step` calls it as its ``loss_fn`` (l(z), and its
-    gradient g by autograd) and, with ``remainder='exact'`` (the default),
-    takes R from :meth:`remainder` instead of evaluating l(z') and
-    subtracting; l' - l, the update policy's test, is then
+    :func:`mmgal.core.gal_step` calls it as ``loss_fn`` and, with
+    ``remainder='exact'``, takes R from :meth:`remainder`; l' - l is then
     ``R - eta * <g~, g>``.
 
     Examples:
@@ -153,9 +126,7 @@ def has_remainder(loss_fn) -> bool:
 
 def cross_entropy_loss(target: Tensor,
                        weight: Optional[Tensor] = None) -> ExactLoss:
-    """Mean softmax cross-entropy over the rows of (B, C) logits, as
-    ``F.cross_entropy`` with hard labels (B, ) or probabilities (B, C),
-    with its closed-form remainder (the targets do not enter it).
+    """``F.cross_entropy`` (mean) over (B, C) logits with its remainder.
 
     Args:
         target (Tensor): Class indices or per-row probabilities.
@@ -169,8 +140,7 @@ def cross_entropy_loss(target: Tensor,
         return F.cross_entropy(z, t, weight=w)
 
     def remainder_fn(z: Tensor, delta: Tensor) -> Tensor:
-        # Each row: c * logsumexp(z_row) - <linear, z_row>; c is the row's
-        # weight over F.cross_entropy's normaliser.
+        # c: the row's weight over F.cross_entropy's normaliser.
         if weight is None:
             row = z.new_ones(z.shape[:-1])
         elif target.is_floating_point():

@@ -1,21 +1,15 @@
-"""GAL's settings: one frozen object, validated once, shared by the optimizer
-wrapper, the regression module and the benchmarks. Plain Python.
-
-Two presets fill what a user rarely sets. ``'default'``: this project's
-(the exact remainder, the normalised objective, Eq. 4's rows for d > 1, an
-Adam of its own for the adjuster). ``'release'``: the authors' release (its
-remainder, |R|, Eq. 4 per row, the adjuster trained by the model's
-optimizer at the head's lr). A field given explicitly wins over the preset.
-"""
+"""GAL's settings: one frozen object, validated once, shared by the
+wrapper, the regression module and the benchmarks. Two presets fill what
+users rarely set: ``'default'`` (this project's) and ``'release'`` (the
+authors' release); a field given explicitly wins over the preset."""
 from dataclasses import dataclass, fields
 from typing import Optional, Tuple, Union
 
 from .adjusters import ADJUSTER_KINDS, check_arch
 from .gal_step import check_choice, check_gal_args, check_real, is_real
 
-# What the compiled step is for (see AdjusterLearner): 'auto' compiles where
-# torch.compile works here, 'compile' wherever it can be tried (both run
-# eagerly, with one warning, where it fails), 'eager' never.
+# 'auto': compile where torch.compile works here; 'compile': try anywhere
+# (both run eagerly, with one warning, where it fails); 'eager': never.
 FAST_MODES = ('auto', 'compile', 'eager')
 # adjuster_optimizer='model': the model optimizer's type and settings.
 MODEL_OPTIMIZER = 'model'
@@ -46,8 +40,8 @@ _RETIRED_VALUES = {
 
 @dataclass(frozen=True)
 class GALSettings:
-    """What a user sets for GAL, checked once; a bad value raises
-    ``ValueError`` naming the field and the allowed values.
+    """What a user sets for GAL, checked once (``ValueError`` naming the
+    field and the allowed values).
 
     Examples:
         >>> GALSettings(sigma=0.01)                  # this project's default
@@ -56,17 +50,15 @@ class GALSettings:
         >>> optim_wrapper = dict(type='GALOptimWrapper', preset='release')
 
     Args:
-        sigma (float): Relative strength of the adjustment (Eq. 4), >= 0.
-            Defaults to 0.01.
+        sigma (float): Size of the adjustment (Eq. 4), >= 0. Defaults to 0.01.
         gamma (float): Tentative learning-rate scale, > 0. Defaults to 1.
-        arch (Sequence[int]): Adjuster hidden widths (MLP) or channels
-            (CNN). Defaults to (256, 64, 32).
+        arch (Sequence[int]): Hidden widths (MLP) or channels (CNN).
         adjuster (str): ``'mlp'``, ``'cnn'``, ``'uniform'`` or ``'normal'``
             (the last two: fixed noise, the paper's Table VI control).
         policy (str): Algorithm 1's update policy: ``'le'`` (default),
             ``'lt'``, ``'always'`` or ``'never'``.
-        preset (str): ``'default'`` or ``'release'`` (see the module
-            docstring); fills the four fields below left as None.
+        preset (str): ``'default'`` or ``'release'``: fills the four
+            fields below left as None.
         remainder (str, optional): ``'exact'`` (R from the loss's closed
             form, else the difference of losses in float64) or
             ``'reference'`` (the release's: that difference in the
@@ -79,14 +71,11 @@ class GALSettings:
             optimizer config without ``params``; with ``lr`` it keeps that
             lr, without it follows the head's lr. ``'model'``: the model
             optimizer's type and settings at the head's lr.
-        tentative_lr (float, optional): A fixed eta (> 0) for the
-            tentative step. Defaults to None: the head's lr now.
+        tentative_lr (float, optional): A fixed eta; None: the head's lr.
         enabled (bool): Off, training is exactly that without GAL.
-        seed (int): Seed of the adjuster's initial weights (a private
-            generator: the model's random stream is untouched).
-        fast (str): ``'auto'`` (default), ``'compile'`` or ``'eager'``; see
-            :class:`~mmgal.core.AdjusterLearner`. All give the same update
-            up to float rounding.
+        seed (int): The adjuster's seed (a private generator).
+        fast (str): ``'auto'``, ``'compile'`` or ``'eager'``: the same
+            update up to float rounding, at different host cost.
     """
     sigma: float = 0.01
     gamma: float = 1.0

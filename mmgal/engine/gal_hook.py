@@ -18,7 +18,7 @@ GAL_SCALAR_PREFIX = 'train/gal/'
 
 
 def drop_gal_scalars(checkpoint: dict) -> None:
-    """Remove logged GAL scalars from a checkpoint's MessageHub state."""
+    """Remove logged GAL scalars from a checkpoint's MessageHub."""
     hub = checkpoint.get('message_hub')
     if not isinstance(hub, dict):
         return
@@ -33,30 +33,17 @@ def drop_gal_scalars(checkpoint: dict) -> None:
 class GALHook(Hook):
     """Connects a model's head to :class:`GALOptimWrapper`.
 
-    ``__init__`` only checks and stores settings. ``before_run`` finds the
-    head, picks the adapter for its class, has the optimizer wrapper build
-    the adjuster sized to the head's output and installs the adapter's tap,
-    which sends z through GAL; ``after_run`` removes the tap. Every logging
-    interval it logs through the ``MessageHub`` (so they reach the text and
-    json logs and every visualizer backend):
-
-    - ``gal/remainder``: mean |R| / (eta |g~|)^2, the curvature along the
-      step (of order 1e-3..1 whatever the lr), and ``gal/log10_remainder``:
-      log10 of the mean |R|;
-    - ``gal/adopt_rate``, ``gal/cos_sim`` (g vs the adjustment),
-      ``gal/nonfinite`` (count of guarded steps), ``gal/tentative_gain``
-      (mean l - l');
-    - whether the adjuster learns: ``gal/adjuster_update`` (the sine of the
-      angle between its weights now and one interval ago: its change
-      beyond a common rescaling), ``gal/remainder_ratio`` (on the logging
-      iteration's batch, which the adjuster has not trained on: |R| with
-      the current adjuster over |R| with the initial one; below 1 when
-      learning lowers the remainder) and ``gal/cos_init`` (cosine of the
-      current adjustment with the initial adjuster's).
-
-    Statistics stay on the device between intervals; the probe runs one
-    more GAL step with the frozen initial adjuster on logging iterations
-    only.
+    ``before_run`` finds the head, picks its adapter, sets the wrapper up
+    (the adjuster sized to the head's output) and installs the adapter's
+    tap, which sends z through GAL; ``after_run`` removes it. Each logging
+    interval it puts in the ``MessageHub`` (text and json logs, every
+    visualizer) the scalars of
+    :func:`~mmgal.engine.gal_statistics.read_stats`: ``gal/remainder``
+    (|R| / (eta |g~|)^2), ``gal/adopt_rate``, ``gal/cos_sim``,
+    ``gal/nonfinite``, ``gal/tentative_gain`` and whether the adjuster
+    learns, ``gal/adjuster_update``, ``gal/remainder_ratio`` (|R| with the
+    current over the initial adjuster, on an unseen batch) and
+    ``gal/cos_init``. Statistics stay on the device between intervals.
 
     Examples:
         >>> # Any supported model (classifier or DETR-family detector):
@@ -67,17 +54,13 @@ class GALHook(Hook):
         >>>                               adapter='MyHeadAdapter'))
 
     Args:
-        head (str, optional): Dotted path of the head in the (unwrapped)
-            model. Defaults to None: the one submodule whose class a
-            registered adapter (or ``adapter``, when given) supports; two
-            or more such submodules are an error that lists their paths.
-        adapter (str | dict, optional): Adapter type in
-            ``mmgal.adapters.GAL_ADAPTERS``. Defaults to None: chosen by
-            the head's class.
-        dim (int, optional): Size of z's last dimension, for heads that do
-            not expose it. Defaults to None (asked from the adapter).
-        interval (int, optional): Logging interval in iterations. Defaults
-            to None: the ``LoggerHook``'s interval.
+        head (str, optional): Dotted path of the head in the model.
+            Defaults to None: the one submodule an adapter supports.
+        adapter (str | dict, optional): A ``GAL_ADAPTERS`` type. Defaults
+            to None: chosen by the head's class.
+        dim (int, optional): z's size, for heads that do not expose it.
+        interval (int, optional): Logging interval. Defaults to the
+            ``LoggerHook``'s.
     """
 
     priority = 'NORMAL'

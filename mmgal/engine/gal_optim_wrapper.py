@@ -15,8 +15,7 @@ from .gal_statistics import read_stats
 from .head_lr import find_lr_group, group_of
 
 GAL_STATE_KEY = 'gal'
-# Above this sigma the wrapper warns (the paper uses 0.001-0.01, 0.2 on its
-# toy problem).
+# Above this sigma the wrapper warns (the paper: 0.001-0.01; 0.2 on a toy).
 SIGMA_WARN = 0.2
 # OptimWrapper's own settings; every other key is GAL's (GALSettings).
 _WRAPPER_KEYS = ('accumulative_counts', 'clip_grad')
@@ -27,11 +26,8 @@ def _log(message: str, level: int = logging.WARNING) -> None:
 
 
 class _InjectGrad(torch.autograd.Function):
-    """Returns ``value`` in the forward pass and sends ``grad`` (times the
-    incoming gradient) to ``z`` in the backward pass: the logged loss is
-    the task loss, and what the wrapper does to the loss before
-    ``backward`` (AMP's scaling, ``accumulative_counts``'s division)
-    reaches ``z`` unchanged."""
+    """Forward: ``value``; backward: ``grad`` times the incoming gradient
+    to ``z`` (so AMP's scale and ``accumulative_counts`` reach z)."""
 
     @staticmethod
     def forward(ctx, z: Tensor, value: Tensor, grad: Tensor) -> Tensor:
@@ -48,13 +44,12 @@ class _InjectGrad(torch.autograd.Function):
 class GALOptimWrapper(OptimWrapper):
     """Optimizer wrapper that adds Gradient Adjustment Learning.
 
-    It steps the model's optimizer exactly as :class:`OptimWrapper` does
-    (``accumulative_counts``, ``clip_grad``, param schedulers and
-    ``paramwise_cfg`` keep working) and owns an
-    :class:`~mmgal.core.AdjusterLearner`: the adjuster and its own
-    optimizer, out of the model, out of DDP and out of the model
-    optimizer's param groups. :class:`GALHook` sizes the adjuster to the
-    head and routes the head's output through :meth:`gal_forward`.
+    The model's optimizer steps as in :class:`OptimWrapper`
+    (``accumulative_counts``, ``clip_grad``, schedulers, ``paramwise_cfg``);
+    the adjuster and its optimizer are an
+    :class:`~mmgal.core.AdjusterLearner`, outside the model and DDP.
+    :class:`GALHook` sets it up and routes the head through
+    :meth:`gal_forward`.
 
     Examples:
         >>> # Merged over a stock config's optim_wrapper: its optimizer,
@@ -72,17 +67,12 @@ class GALOptimWrapper(OptimWrapper):
     Args:
         optimizer (Optimizer): The model's optimizer.
         loss_scale (float | str | dict, optional): As in
-            :class:`AmpOptimWrapper`; setting it (or ``dtype``) switches
-            AMP on. GAL's own maths always use unscaled fp32 values.
-        dtype (str | torch.dtype, optional): Autocast dtype
-            (``'float16'``, ``'bfloat16'``).
-        use_fsdp (bool): Accepted for config compatibility with
-            :class:`AmpOptimWrapper`; only False is supported.
-        **kwargs: ``accumulative_counts`` and ``clip_grad`` of
-            :class:`OptimWrapper`; every other key is a field of
-            :class:`~mmgal.core.GALSettings` (``sigma``, ``gamma``,
-            ``arch``, ``adjuster``, ``policy``, ``preset``, ``enabled``,
-            ``seed``, ``fast``, ...), checked there.
+            :class:`AmpOptimWrapper`; it (or ``dtype``) switches AMP on.
+        dtype (str | torch.dtype, optional): Autocast dtype.
+        use_fsdp (bool): Only False (as AmpOptimWrapper accepts it).
+        **kwargs: :class:`OptimWrapper`'s ``accumulative_counts`` and
+            ``clip_grad``; every other key a
+            :class:`~mmgal.core.GALSettings` field.
     """
 
     valid_dtypes = AmpOptimWrapper.valid_dtypes
@@ -134,17 +124,13 @@ class GALOptimWrapper(OptimWrapper):
     def adjuster_optimizer(self) -> Optional[Optimizer]:
         return None if self.learner is None else self.learner.optimizer
 
-    # ------------------------------------------------------------ set-up
     def setup_adjuster(self, dim: Optional[int],
                        device: Union[str, torch.device, None] = None,
                        head_params: Optional[Sequence[nn.Parameter]] = None
                        ) -> Optional[nn.Module]:
-        """What :class:`GALHook` calls once before training: the head's
-        device and parameters, and the adjuster built for outputs of size
-        ``dim`` (None: on the first GAL step, from z). Its initial weights
-        come from a private generator seeded with ``seed`` and are
-        broadcast from rank 0. A later run of the same runner keeps the
-        trained adjuster."""
+        """:class:`GALHook`'s one set-up call: the head's device and
+        parameters, and the learner for outputs of size ``dim`` (None: at
+        the first step). A later run of the same runner keeps it."""
         if device is not None:
             self._device = device
         if head_params is not None:
@@ -172,10 +158,8 @@ class GALOptimWrapper(OptimWrapper):
         return self.learner.adjuster
 
     def base_lr(self) -> float:
-        """GAL's eta: ``tentative_lr`` when set, else the lr the head's
-        parameters get now (after auto_scale_lr, warm-up, schedulers and
-        paramwise multipliers); before the head is known, mmengine's base
-        lr."""
+        """GAL's eta: ``tentative_lr``, else the head's lr now (schedulers
+        and multipliers applied), else the base lr."""
         if self.settings.tentative_lr is not None:
             return self.settings.tentative_lr
         if self._lr_group is not None:
@@ -184,23 +168,19 @@ class GALOptimWrapper(OptimWrapper):
             return float(self.base_param_settings['lr'])
         return float(self.optimizer.param_groups[0]['lr'])
 
-    # ------------------------------------------------------------------ GAL
     def gal_forward(self, z: Tensor, loss_fn, grouped: bool = False
                     ) -> Tensor:
         """Run GAL on output features ``z`` of the head.
 
         Args:
             z (Tensor): The head's output features (in the model's graph).
-            loss_fn (Callable): Maps a tensor shaped like z to the scalar
-                z-dependent part of the head's loss (with ``grouped``: the
-                vector of each group's loss); an
-                :class:`mmgal.core.ExactLoss` also gives R in closed form.
-            grouped (bool): z is (G, ..., d), G GAL problems solved in one
-                step with a decision each (see :func:`mmgal.core.gal_step`).
+            loss_fn (Callable): z -> the z-dependent part of the head's loss
+                (see :func:`mmgal.core.gal_step`).
+            grouped (bool): z is (G, ..., d), G problems in one step.
 
         Returns:
-            Tensor: A 0-dim loss whose value is ``loss_fn(z)`` (summed over
-            the groups) and whose gradient w.r.t. z is the one GAL chose.
+            Tensor: ``loss_fn(z)`` (summed over groups) whose gradient
+            w.r.t. z is GAL's choice.
         """
         if self.learner is None:
             self.setup_adjuster(z.shape[-1])
@@ -217,10 +197,8 @@ class GALOptimWrapper(OptimWrapper):
             out.grad)
 
     def pop_gal_stats(self) -> Dict[str, float]:
-        """Averages over the GAL steps since the last call, as floats, for
-        logging (one host read; under DDP one all-reduce, which every rank
-        must call). Empty when GAL ran no step. The keys:
-        :func:`mmgal.engine.gal_statistics.read_stats`."""
+        """:func:`~mmgal.engine.gal_statistics.read_stats` since the last
+        call (one host read; under DDP an all-reduce on every rank)."""
         if self.learner is None:
             return {}
         res, self._last_weights = read_stats(
@@ -228,7 +206,6 @@ class GALOptimWrapper(OptimWrapper):
             self.learner.initial, self._last_weights)
         return res
 
-    # ------------------------------------------------- OptimWrapper's steps
     def backward(self, loss: Tensor, **kwargs) -> None:
         if self.enabled and self.learner is None:
             if self._set_up:
@@ -274,7 +251,6 @@ class GALOptimWrapper(OptimWrapper):
                 dtype=self.cast_dtype):
             yield
 
-    # ---------------------------------------------------------- state dict
     def state_dict(self) -> dict:
         state = super().state_dict()
         if self.loss_scaler is not None:

@@ -14,11 +14,9 @@ from mmgal.core import STAT_NAMES
 
 
 def summarize(sums: Sequence[float]) -> Dict[str, float]:
-    """The logged GAL statistics from the interval's sums (named by
-    :data:`STAT_NAMES`; under DDP, summed over the ranks): means over the
-    finite steps, ``adopt_rate`` over all steps, ``nonfinite`` a count,
-    the probe's ratio and cosine over the probed steps. Empty without
-    steps."""
+    """The statistics from the interval's sums (:data:`STAT_NAMES`): means
+    over the finite steps, ``adopt_rate`` over all, ``nonfinite`` a count,
+    the probe's over the probed steps. Empty without steps."""
     sums = dict(zip(STAT_NAMES, sums))
     count = sums['steps']
     if count == 0:
@@ -66,20 +64,16 @@ def read_stats(stats: Optional[Tensor], adjuster: Optional[nn.Module],
                last_weights: Optional[Tensor]
                ) -> Tuple[Dict[str, float], Optional[Tensor]]:
     """(the logged statistics, the adjuster's weights now) from the
-    interval's summed ``stats`` (None: no GAL step on this rank).
+    interval's summed ``stats`` (None: no step on this rank).
 
-    Keys: ``remainder`` (mean |R| / (eta |g~|)^2, the curvature along the
-    step), ``log10_remainder`` (log10 of the mean |R|), ``adopt_rate``,
-    ``cos_sim`` (g vs the adjustment), ``nonfinite`` (count),
-    ``tentative_gain`` (mean l - l'); for a learned adjuster (``initial``
-    given) also ``adjuster_update`` (the sine of the angle between its
-    weights now and ``last_weights``: their change beyond a common
-    rescaling, which Eq. 4 ignores), ``adjuster_drift`` (the same against
-    its initial weights) and, where the interval's logging iteration was
-    probed, ``remainder_ratio`` (|R| with the current adjuster over |R|
-    with the initial one on the same batches: below 1 when learning
-    lowers the remainder) and ``cos_init`` (cosine of the current
-    adjustment with the initial adjuster's).
+    Keys: ``remainder`` (mean |R| / (eta |g~|)^2), ``log10_remainder``
+    (of the mean |R|), ``adopt_rate``, ``cos_sim`` (g vs the adjustment),
+    ``nonfinite`` (count), ``tentative_gain`` (mean l - l'); for a learned
+    adjuster ``adjuster_update`` / ``adjuster_drift`` (the sine of the angle
+    of its weights with ``last_weights`` / its initial ones: change beyond
+    a rescaling, which Eq. 4 ignores) and, on probed intervals,
+    ``remainder_ratio`` (|R| with the current over the initial adjuster,
+    same batches) and ``cos_init`` (their adjustments' cosine).
     """
     weights = flat_weights(adjuster) if initial is not None else None
     if get_world_size() > 1 and adjuster is not None:

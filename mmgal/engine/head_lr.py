@@ -15,10 +15,8 @@ def group_of(optimizer: Optimizer, params) -> Optional[int]:
 
 def find_lr_group(z: Tensor, optimizer: Optimizer,
                   head_params: Sequence[nn.Parameter]) -> Optional[int]:
-    """The param group of the layer that outputs z: the parameters nearest
-    to z in its autograd graph (a weight before a bias, which a
-    ``bias_lr_mult`` may set apart), else the head's trainable parameters,
-    else None (mmengine's base lr)."""
+    """The param group of the parameters nearest to z in its graph (a
+    weight before a bias), else of the head's, else None."""
     frontier, seen = [z.grad_fn], set()
     while frontier:
         found, nxt = [], []

@@ -19,28 +19,18 @@ class NonFiniteTrainingError(RuntimeError):
 
 @HOOKS.register_module()
 class TrainingGuardHook(Hook):
-    """Keeps a run from losing its good checkpoints, or running on silently,
-    when training diverges, and keeps code in a checkpoint from running.
+    """Keeps a diverged run from running on silently or losing its good
+    checkpoints, and a checkpoint's code from running.
+    ``tools/train.py`` adds it to every config:
 
-    ``tools/train.py`` registers it for every config (GAL or not):
-
-    - **Checkpoints hold no code that runs.** mmengine's ``Runner.resume``
-      executes ``checkpoint['meta']['config']`` (a Python text) as a
-      config; this hook removes it when the checkpoint is loaded, before
-      ``resume`` reads it, and says what it ignored.
-    - **A non-finite loss** (read from the MessageHub, where mmengine's
-      RuntimeInfoHook puts it every iteration: no extra host read) is
-      reported at its first iteration and, with ``stop=True``, stops the
-      run with a :class:`NonFiniteTrainingError` naming the iteration and
-      the last checkpoint with finite weights.
-    - **A checkpoint with non-finite weights** is not written with
-      ``stop=True``: the weights are checked where a checkpoint is due,
-      before mmengine's ``CheckpointHook`` rotates ``max_keep_ckpts`` (it
-      deletes the oldest kept file before it writes the new one), so the
-      run stops with its last finite checkpoint on disk whatever
-      ``max_keep_ckpts``. With ``stop=False`` it is written, and the last
-      finite checkpoint is taken out of the rotation first, so that no
-      later checkpoint deletes it.
+    - on load, ``meta['config']`` (Python text ``Runner.resume`` would
+      execute) is removed and ``runtime_info`` confined to this run's files;
+    - a non-finite loss (read from the MessageHub: no extra host read) is
+      reported once and, with ``stop``, stops the run naming the last
+      checkpoint with finite weights;
+    - where a checkpoint is due, non-finite weights stop the run before
+      mmengine rotates ``max_keep_ckpts`` (it deletes before it writes);
+      with ``stop=False`` the last finite checkpoint leaves the rotation.
 
     Examples:
         >>> # What tools/train.py adds; in a config, to keep training on:
@@ -61,12 +51,10 @@ class TrainingGuardHook(Hook):
         self._warned_loss = False
         self._last_finite: Optional[int] = None
 
-    # -------------------------------------------------------------- load
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         strip_executable_meta(checkpoint)
         confine_runtime_info(checkpoint, runner)
 
-    # -------------------------------------------------------------- loss
     def after_train_iter(self,
                          runner,
                          batch_idx: int,
@@ -98,18 +86,14 @@ class TrainingGuardHook(Hook):
                 'Lower the learning rate (or clip gradients) and resume from '
                 "that checkpoint; TrainingGuardHook(stop=False) trains on")
 
-    # -------------------------------------------------------- checkpoint
     def after_train_epoch(self, runner) -> None:
         if getattr(self, '_by_epoch', True):
             self._guard_rotation(runner)
 
     def _guard_rotation(self, runner) -> None:
-        """Before the CheckpointHook (lower priority) saves: mmengine
-        rotates ``max_keep_ckpts`` away *before* it writes the new file, so
-        with non-finite weights the last finite checkpoint must be kept
-        out of the rotation (or the run stopped) now, not when the new
-        checkpoint is written. One host read, only where a checkpoint may
-        be written."""
+        """Before the CheckpointHook rotates (it deletes before it writes):
+        stop, or keep the last finite checkpoint, where the weights are
+        not finite. One host read, where a checkpoint is due."""
         hook = checkpoint_hook(runner)
         if hook is None or getattr(hook, 'max_keep_ckpts', -1) <= 0:
             return
@@ -158,7 +142,6 @@ class TrainingGuardHook(Hook):
             ' is kept out of max_keep_ckpts\' rotation.',
             logger='current', level=logging.ERROR)
 
-    # ---------------------------------------------------------- helpers
     def before_run(self, runner) -> None:
         hook = checkpoint_hook(runner)
         self._by_epoch = getattr(hook, 'by_epoch', True)

@@ -6,9 +6,7 @@ from pytorch_optimizer import AdaBound as _AdaBound
 class AdaBound(_AdaBound):
     """AdaBound (Luo et al., 2019), from pytorch-optimizer.
 
-    Unlike pytorch-optimizer's default, ``weight_decouple`` defaults to
-    False: the original AdaBound (and the paper's recipe) adds weight decay
-    to the gradient (L2), not decoupled as in AdamW.
+    ``weight_decouple`` defaults to False (L2, as the original AdaBound).
 
     Examples:
         >>> optim_wrapper = dict(optimizer=dict(
@@ -18,9 +16,7 @@ class AdaBound(_AdaBound):
     Args:
         params: Parameters or param groups.
         weight_decouple (bool): Decoupled weight decay. Defaults to False.
-        **kwargs: ``lr``, ``final_lr``, ``betas``, ``gamma``,
-            ``weight_decay``, ``amsbound``... of pytorch-optimizer's
-            AdaBound.
+        **kwargs: pytorch-optimizer's AdaBound arguments.
     """
 
     def __init__(self, params, weight_decouple: bool = False, **kwargs):

@@ -8,9 +8,7 @@ from pytorch_optimizer import Lookahead as _Lookahead
 class Lookahead(_Lookahead):
     """Lookahead (Zhang et al., 2019) around any registered optimizer.
 
-    Built from the parameters mmengine's optimizer constructor passes (with
-    ``paramwise_cfg`` groups). ``param_groups`` *is* the base optimizer's
-    list, so param schedulers that set ``lr`` drive the base optimizer.
+    ``param_groups`` *is* the base optimizer's (schedulers drive it).
 
     Examples:
         >>> # Lookahead(SGD) as in the paper's CIFAR recipe.
@@ -20,14 +18,12 @@ class Lookahead(_Lookahead):
 
     Args:
         params: Parameters or param groups.
-        base_optimizer (str | dict): Type (or config without ``params``) of
-            the inner optimizer in mmengine's ``OPTIMIZERS``. Defaults to
-            ``'SGD'``.
+        base_optimizer (str | dict): The inner ``OPTIMIZERS`` type (or
+            config). Defaults to ``'SGD'``.
         k (int): Inner steps between slow-weight updates. Defaults to 5.
         alpha (float): Slow-weight step size. Defaults to 0.5.
         pullback_momentum (str): ``'none'``, ``'reset'`` or ``'pullback'``.
-        **base_kwargs: Arguments of the inner optimizer (``lr``,
-            ``momentum``, ``weight_decay``, ...).
+        **base_kwargs: The inner optimizer's arguments.
     """
 
     def __init__(self,

@@ -1,9 +1,5 @@
-"""MLP regressors trained with or without GAL, through the core's gal_step.
-
-Both arms of a comparison share the seed: the same split, the same initial
-weights (the adjuster's come from a private generator) and the same batch
-order.
-"""
+"""MLP regressors trained with or without GAL; both arms of a comparison
+share the seed (initial weights, batch order, the adjuster's draw)."""
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -39,9 +35,8 @@ class MLPRegressor(nn.Module):
 
 @dataclass
 class TrainResult:
-    """What :func:`fit_regressor` returns: the trained model, the epoch
-    whose weights it holds, per-epoch history and, with GAL, the adjuster
-    as training left it."""
+    """:func:`fit_regressor`'s model, the epoch of its weights, the
+    per-epoch history and the trained adjuster (or None)."""
     model: nn.Module
     best_epoch: int
     history: Dict[str, list] = field(default_factory=dict)
@@ -54,12 +49,9 @@ def _mse(model: nn.Module, X: Tensor, y: Tensor) -> float:
 
 
 class RegressionStep:
-    """One training iteration of a regressor: MSE loss, Adam, and with
-    ``gal`` a GAL step on the predictions and the adjuster's update (an
-    :class:`~mmgal.core.AdjusterLearner`, on the model's device).
-
-    What :func:`fit_regressor` runs for every batch (and what
-    ``benchmarks/overhead.py`` times).
+    """One training iteration: MSE, Adam and, with ``gal``, a GAL step on
+    the predictions through an :class:`~mmgal.core.AdjusterLearner` (what
+    :func:`fit_regressor` runs per batch, ``benchmarks/overhead.py`` times).
 
     Args:
         model (nn.Module): The regressor; its output is (batch, 1).
@@ -142,16 +134,12 @@ def fit_regressor(X: np.ndarray,
         hidden: Hidden widths of the regressor.
         epochs, batch_size, lr, weight_decay: Adam training settings.
         seed: Seeds the initial weights and the batch order.
-        gal: GAL's settings, or None for the baseline; the adjuster's
-            initial weights are drawn with ``seed`` (not ``gal.seed``), as
-            the model's.
-        val: Optional (X, y) validation split; when given, the weights of
-            the epoch with the lowest validation MSE are returned.
+        gal: GAL's settings (the adjuster drawn with ``seed``), or None.
+        val: Optional (X, y): the epoch with the lowest MSE on it is kept.
 
     Returns:
-        TrainResult: the model, the selected epoch and per-epoch history
-        (``train_loss``, ``val_mse``, and for GAL ``adopt_rate`` and
-        ``remainder``).
+        TrainResult: history ``train_loss``, ``val_mse``, GAL's
+        ``adopt_rate`` and ``remainder`` per epoch.
     """
     check_count('epochs', epochs)
     check_count('batch_size', batch_size)

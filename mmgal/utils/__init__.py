@@ -1,13 +1,12 @@
-"""Helpers for the mm layer and the tools."""
+"""Helpers for the mm layer: what a checkpoint may make a run do, and an
+atomic file backend for checkpoints."""
 from .checkpoint import (allow_mmengine_checkpoints, check_checkpoint_file,
                          confine_runtime_info, strip_executable_meta)
 from .file_backend import AtomicLocalBackend
-from .config import enable_amp
 
 __all__ = [
     'allow_mmengine_checkpoints', 'check_checkpoint_file',
-    'confine_runtime_info',
-    'strip_executable_meta', 'AtomicLocalBackend', 'enable_amp'
+    'confine_runtime_info', 'strip_executable_meta', 'AtomicLocalBackend'
 ]
 
 allow_mmengine_checkpoints()

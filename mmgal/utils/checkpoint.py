@@ -1,22 +1,14 @@
-"""Let mmengine's checkpoints load under ``torch.load(weights_only=True)``.
+"""What a checkpoint may make a run do.
 
-mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; since torch
-2.6 that means the safe unpickler, which refuses the few non-tensor objects
-mmengine stores (its ``HistoryBuffer`` with numpy arrays and scalars, and
-the buffer's statistics methods, pickled as ``getattr(HistoryBuffer,
-'mean')``). Instead of switching the safe unpickler off for the process,
-this allow-lists exactly those objects, and ``getattr`` only in the form
-the buffer needs, so unpickling an untrusted checkpoint cannot run code.
-
-Unpickling is not the only way: mmengine's ``Runner.resume`` executes a
-checkpoint's ``meta['config']`` text as a Python config.
-:func:`strip_executable_meta` removes it (``TrainingGuardHook`` and
-``GALHook`` call it when a checkpoint is loaded, before ``resume`` reads
-it), and :func:`check_checkpoint_file` names an empty or truncated file
-before mmengine fails on it with a bare ``EOFError``. Nor is it the only
-thing a resumed run trusts: :func:`confine_runtime_info` keeps from the
-checkpoint's ``runtime_info`` only file paths the run could have written
-itself and replaces the config text it carries with the run's own.
+- Load under torch's safe unpickler: mmengine's ``HistoryBuffer`` (numpy
+  arrays, scalars, ``getattr(HistoryBuffer, 'mean')``) is allow-listed,
+  ``getattr`` only in that form, so no code runs.
+- :func:`strip_executable_meta`: ``Runner.resume`` would execute
+  ``meta['config']`` as a Python config; removed on load.
+- :func:`confine_runtime_info`: only file paths the run could have written
+  itself, and the run's own config text.
+- :func:`check_checkpoint_file`: an empty or truncated file named before
+  mmengine's bare ``EOFError``.
 """
 import logging
 import os
@@ -78,13 +70,9 @@ EXECUTABLE_META_KEYS = ('config', )
 
 
 def strip_executable_meta(checkpoint: dict) -> list:
-    """Remove from ``checkpoint['meta']`` every entry mmengine would execute
-    as Python text, and log what was ignored. Returns the removed keys.
-
-    mmengine writes the config as ``meta['cfg']`` (read, never executed,
-    when training); a ``meta['config']`` string comes from legacy or
-    crafted checkpoints, and ``Runner.resume`` runs it with
-    ``Config.fromstring``."""
+    """Remove (and log) the ``checkpoint['meta']`` entries mmengine would
+    execute (``Runner.resume`` runs ``meta['config']`` with
+    ``Config.fromstring``); returns their keys."""
     from mmengine.logging import print_log
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict):
@@ -104,9 +92,8 @@ def strip_executable_meta(checkpoint: dict) -> list:
 
 
 def check_checkpoint_file(path: str, field: str = 'load_from') -> None:
-    """``ValueError`` naming ``field`` and ``path`` unless it is a
-    readable, non-empty, complete (zip) checkpoint file. Remote paths
-    (``scheme://``) are left to mmengine."""
+    """``ValueError`` naming ``field`` and ``path`` unless a complete local
+    checkpoint file (remote paths are left to mmengine)."""
     if '://' in str(path):
         return
     if not osp.exists(path):
@@ -144,8 +131,7 @@ def checkpoint_hook(runner):
 
 
 def _bad_path(key: str, path, folder: str) -> Optional[str]:
-    """Why a checkpoint path that runtime_info names under ``key`` is not
-    one this run may delete or resume from, or None."""
+    """Why runtime_info's path under ``key`` is not this run's, or None."""
     name = osp.basename(str(path))
     if key == 'best_ckpt' or key.startswith('best_ckpt_'):
         if not (_inside(path, folder) and name.startswith('best_')
@@ -160,8 +146,7 @@ def _bad_path(key: str, path, folder: str) -> Optional[str]:
 
 
 def _kept_ids(ids, progress) -> Optional[list]:
-    """The ids in ``keep_ckpt_ids`` this run can have written: ints in
-    (0, progress], sorted and unique (None where either is malformed)."""
+    """The ints in (0, progress] of ``ids``, sorted (None if malformed)."""
     if not isinstance(progress, int) or isinstance(ids, (str, bytes)) or \
             not hasattr(ids, '__iter__'):
         return None
@@ -170,21 +155,14 @@ def _kept_ids(ids, progress) -> Optional[list]:
 
 
 def confine_runtime_info(checkpoint: dict, runner) -> list:
-    """Keep from ``checkpoint['message_hub']['runtime_info']`` only what the
-    resuming run would have written itself, before ``Runner.resume`` loads
-    it; returns the keys dropped or replaced (each logged).
-
-    mmengine's ``CheckpointHook`` deletes the files that ``best_ckpt``
-    (``best_ckpt_<key>``) names when a better score comes, and rotates away
-    ``epoch_<id>.pth`` / ``iter_<id>.pth`` for the ``keep_ckpt_ids``; a
-    resumed run would copy ``cfg`` (Python text that mmengine's
-    inferencers execute) into its new checkpoints. So: a best or last
-    checkpoint path must name a ``best_*.pth`` / ``epoch_*``/``iter_*``
-    file inside the run's checkpoint folder; a kept id must be an int no
-    larger than the checkpoint's own epoch (iteration, for checkpoints by
-    iteration); ``cfg`` (here and in ``meta``) becomes the run's own; a
-    ``meta['seed']`` numpy cannot take is dropped (the run keeps its
-    seed)."""
+    """Keep in the checkpoint's ``runtime_info`` only what the resuming run
+    would have written itself; returns the keys dropped or replaced (each
+    logged). mmengine's ``CheckpointHook`` deletes the files ``best_ckpt*``
+    and ``keep_ckpt_ids`` name, and a resumed run copies ``cfg`` (text
+    that inferencers execute) into its checkpoints. So the paths must be
+    this run's ``best_*.pth`` / ``epoch_*`` / ``iter_*`` files, the ids no
+    later than the checkpoint's progress, ``cfg`` the run's own and
+    ``meta['seed']`` one numpy takes."""
     from mmengine.logging import print_log
     hub = checkpoint.get('message_hub') if isinstance(checkpoint,
                                                       dict) else None

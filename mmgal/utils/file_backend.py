@@ -12,12 +12,9 @@ ATOMIC_BACKEND = 'mmgal_atomic_local'
 
 @register_backend(ATOMIC_BACKEND)
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's :class:`LocalBackend` whose ``put`` writes to a temporary
-    file in the target's folder and renames it over the target: a write
-    that fails (a full disk) leaves the previous file, not a truncated one.
-
-    ``tools/train.py`` gives it to the ``CheckpointHook`` of configs that
-    name no file backend of their own.
+    """:class:`LocalBackend` whose ``put`` writes a temporary file and
+    renames it over the target: a failed write leaves the old file.
+    ``tools/train.py`` gives it to checkpoint hooks without a backend.
 
     Examples:
         >>> default_hooks = dict(checkpoint=dict(

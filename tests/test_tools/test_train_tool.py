@@ -5,11 +5,11 @@ import pytest
 from mmengine.config import Config
 
 import mmgal  # noqa: F401
-from mmgal.utils import enable_amp
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 import train as train_tool  # noqa: E402
+from train import enable_amp  # noqa: E402
 
 GAL_CFG = osp.join(REPO, 'configs', 'mmpretrain', 'digits',
                    'resnet18_gal_1xb32_digits.py')
