@@ -197,11 +197,13 @@ class CompiledGALStep:
                 k: p.detach() for k, p in initial.named_parameters()}
 
     def _check_once(self, z: Tensor, z0: Tensor, loss_fn: Callable,
-                    spec: StepSpec, initial: Optional[nn.Module]) -> bool:
-        """gal_step's checks of the loss, eagerly once per shape (torch.func
-        gives a zero gradient where z is unused); True the first time."""
+                    spec: StepSpec, initial: Optional[nn.Module],
+                    update: bool) -> bool:
+        """gal_step's checks of the loss, eagerly once per shape and graph
+        (torch.func gives a zero gradient where z is unused); True the
+        first time."""
         key = (tuple(z.shape), z.dtype, z0.dtype, spec.grouped,
-               initial is None)
+               initial is None, update)
         if key in self._checked:
             return False
         loss_and_grad(z0, loss_fn, spec.loss_shape, spec.grouped)
@@ -260,7 +262,8 @@ class CompiledGALStep:
                 optimizer is not None and update is None):
             # Compiling failed, no parameters, or no in-graph update yet.
             return self._eager(eager, optimizer, grad_scale)
-        first = self._check_once(z, z0, loss_fn, spec, initial)
+        first = self._check_once(z, z0, loss_fn, spec, initial,
+                                 update is not None)
         spec = spec._replace(loss_shape=None)
         lr_t = lr
         if not isinstance(lr, Tensor):
@@ -277,10 +280,12 @@ class CompiledGALStep:
             self._fail(err)
             return self._eager(eager, optimizer, grad_scale)
         if first and self.on_compile is not None:
+            extras = [what for what, on in (
+                ('the probe of the initial adjuster', initial is not None),
+                ("the adjuster's Adam update", update is not None)) if on]
             self.on_compile(
                 f'z of shape {tuple(z.shape)}' +
-                ('' if initial is None else
-                 ' (with the probe of the initial adjuster)'),
+                (f' (with {" and ".join(extras)})' if extras else ''),
                 time.perf_counter() - t0)
         if grads is not None:
             # Accumulated: the wrapper sums over micro-batches and groups.

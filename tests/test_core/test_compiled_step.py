@@ -289,7 +289,9 @@ def test_a_compiler_failure_falls_back_to_the_eager_step_once():
         assert torch.equal(p.grad, q.grad)
 
 
-def test_the_compile_time_is_reported_once_per_shape():
+def test_the_compile_time_is_reported_once_per_shape_and_graph():
+    """Each graph's first call is reported: a new shape, and the graph
+    with the adjuster's Adam update (compiled once its state exists)."""
     torch._dynamo.reset()
     seen = []
     step = CompiledGALStep(on_compile=lambda what, s: seen.append(
@@ -300,6 +302,14 @@ def test_the_compile_time_is_reported_once_per_shape():
         step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1)
     assert [what for what, _ in seen] == ['z of shape (8, 3)',
                                           'z of shape (5, 3)']
+    adj.zero_grad(set_to_none=True)
+    opt = torch.optim.Adam(adj.parameters(), lr=1e-3)
+    for _ in range(3):  # the first call steps eagerly (Adam's state)
+        z, y = torch.randn(8, 3), torch.randint(0, 3, (8, ))
+        step(z, lambda t: F.cross_entropy(t, y), adj, 0.1, 0.1,
+             optimizer=opt)
+    assert [what for what, _ in seen][2:] == [
+        "z of shape (8, 3) (with the adjuster's Adam update)"]
     assert all(s > 0 for _, s in seen)
 
 
