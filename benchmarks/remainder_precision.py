@@ -232,7 +232,8 @@ def main(argv=None):
                   'change beyond a rescaling (sine to the initial '
                   'weights) |', '|---|---|---|']
         for name, r in motion.items():
-            lines.append(f'| {name} | {r["max_weight_change"]:.3g} | '
+            cell = name.replace('|', '\\|')  # a markdown table's cell
+            lines.append(f'| {cell} | {r["max_weight_change"]:.3g} | '
                          f'{r["drift"]:.3g} |')
         rows['adjuster_motion'] = motion
     text = '\n'.join(lines)
