@@ -10,7 +10,6 @@ import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'benchmarks'))
-sys.path.insert(0, osp.join(REPO, 'tools'))
 
 import analyze_logs  # noqa: E402
 import overhead  # noqa: E402

@@ -3,13 +3,11 @@ before anything trains."""
 import json
 import os
 import os.path as osp
-import sys
 
 import pytest
 from mm_helpers import DIGITS_BASELINE, DIGITS_GAL
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools'))
 import ab_test  # noqa: E402
 
 

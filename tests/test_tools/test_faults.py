@@ -20,7 +20,6 @@ from mmgal.engine import NonFiniteTrainingError
 from mmgal.utils import AtomicLocalBackend, strip_executable_meta
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools'))
 import train as train_tool  # noqa: E402
 
 

@@ -3,12 +3,10 @@ repository and reports the test that catches it; every listed mutant
 still applies to today's code (the whole check, ~6 minutes, is recorded
 in docs/results/mutation.md)."""
 import os.path as osp
-import sys
 
 import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools'))
 import mutation_check  # noqa: E402
 
 

@@ -21,7 +21,6 @@ import mmgal  # noqa: F401
 from tiny_coco import make_tiny_coco, tiny_detector_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools'))
 import train as train_tool  # noqa: E402
 
 DETR_GAL = osp.join(REPO, 'configs', 'mmdet', 'detr',

@@ -1,5 +1,4 @@
 import os.path as osp
-import sys
 
 import pytest
 from mmengine.config import Config
@@ -7,7 +6,6 @@ from mmengine.config import Config
 import mmgal  # noqa: F401
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools'))
 import train as train_tool  # noqa: E402
 from train import enable_amp  # noqa: E402
 
