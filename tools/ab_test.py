@@ -116,7 +116,8 @@ def main(argv=None) -> dict:
         json.dump(dict(meta=meta, runs={a: {str(s): r for s, r in v.items()}
                                         for a, v in runs.items()}), f,
                   indent=1)
-    plot(runs, seeds, metric, osp.join(args.work_dir, 'curves.png'))
+    plot(runs, seeds, metric, osp.join(args.work_dir, 'curves.png'),
+         by_epoch=cfg.train_cfg.get('max_epochs') is not None)
     print(text)
     return runs
 

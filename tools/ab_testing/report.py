@@ -105,13 +105,14 @@ def report(runs: Dict[str, dict], seeds: List[int], meta: dict) -> str:
 
 
 def plot(runs: Dict[str, dict], seeds: List[int], metric: str,
-         path: str) -> None:
+         path: str, by_epoch: bool = True) -> None:
     """The val metric and the training loss per arm (mean and min-max band
     over the seeds), and the gal arm's learning signals over training."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for arm in runs:
         for ax, x_key, y_key in ((axes[0], 'val_steps', 'metric'),
@@ -121,7 +122,9 @@ def plot(runs: Dict[str, dict], seeds: List[int], metric: str,
             xs = runs[arm][seeds[0]][x_key][:n]
             ax.plot(xs, ys.mean(0), label=arm)
             ax.fill_between(xs, ys.min(0), ys.max(0), alpha=0.2)
-    axes[0].set(title=f'val {metric}', xlabel='validation')
+    axes[0].set(title=f'val {metric}',
+                xlabel='epoch' if by_epoch else 'iteration')
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set(title='training loss', xlabel='iteration')
     for key in SIGNALS:
         per_seed = [dict(map(tuple, runs['gal'][s]['signal_series'].get(

@@ -215,9 +215,12 @@ def _train(cmd: list, log_path: str, progress: Progress, metric: str):
     with open(log_path, 'a') as log:
         # Its own process group, so that all its processes (dist_train.sh's
         # ranks too) are stopped with it.
+        # dist_train.sh runs $PYTHON: this interpreter unless one is set.
+        env = dict(os.environ, PYTHON=os.environ.get('PYTHON',
+                                                     sys.executable))
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         try:
             for line in proc.stdout:
                 log.write(line)
