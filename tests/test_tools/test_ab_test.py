@@ -265,6 +265,23 @@ def test_a_progress_line_per_epoch_with_the_metric_so_far_and_time_left(
                         '41.5000 (run 3/4, about 3 min left)')
 
 
+def test_a_run_by_iteration_has_a_line_per_validation_with_its_iteration():
+    progress = Progress('accuracy/top1', max_epochs=None, to_train=1)
+    progress.start('frozen', 2, index=1, total=1)
+    assert progress.feed('Iter(train) [ 400/1000]  lr: 0.1  loss: 1.0') \
+        is None
+    val = 'Iter(val) [10/10]    accuracy/top1: 12.5000  time: 0.01'
+    # Its first training line is where it started (a resumed run's too):
+    # no training measured yet.
+    assert progress.feed(val) == ('[ab_test] frozen seed 2 iter 400/1000: '
+                                  'accuracy/top1 12.5000 (run 1/1, time '
+                                  'left not known yet)')
+    progress.feed('Iter(train) [ 500/1000]  lr: 0.1  loss: 0.9')
+    assert progress.feed(val).startswith(
+        '[ab_test] frozen seed 2 iter 500/1000: accuracy/top1 12.5000 '
+        '(run 1/1, about ')
+
+
 def test_a_resumed_run_counts_only_its_own_epochs_towards_the_rate():
     progress = Progress('accuracy/top1', max_epochs=4, to_train=1)
     progress.start('gal', 0, index=1, total=2)

@@ -43,7 +43,7 @@ class Progress:
     Args:
         metric (str): the val key shown.
         max_epochs (int, optional): epochs per run; None for a run by
-            iteration (its lines are per validation).
+            iteration (its lines are per validation, with the iteration).
         to_train (int): runs this call will train.
     """
 
@@ -59,6 +59,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.first = self.fraction = None
         self.epoch = 0  # the last epoch with a line
+        self.iter = None  # by iteration: 'i/max' of the last training line
         self.value = '-'
 
     def feed(self, line: str) -> Optional[str]:
@@ -74,8 +75,9 @@ class Progress:
             return None
         m = _ITER_TRAIN.search(line)
         if m:
-            fraction = int(m.group(1)) / int(m.group(2))
-            self._at(fraction, fraction)
+            self.iter = f'{m.group(1)}/{m.group(2)}'
+            self._at(int(m.group(1)) / int(m.group(2)),
+                     int(m.group(1)) / int(m.group(2)))
             return None
         m = _VAL.search(line)
         if m is None or 'eta:' in line:
@@ -104,7 +106,7 @@ class Progress:
     def _line(self, epoch: Optional[int]) -> str:
         if epoch is not None:
             self.epoch = epoch
-        at = '' if epoch is None else (
+        at = f' iter {self.iter}' if epoch is None else (
             f' epoch {epoch}/{self.max_epochs}' if self.max_epochs else
             f' epoch {epoch}')
         return (f'[ab_test] {self.label}{at}: {self.metric} {self.value} '
