@@ -130,6 +130,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(
     ([DIGITS_GAL, '--metric', 'accuracy/top3'],
      r"--metric 'accuracy/top3' is not logged by the val evaluator; it "
      r'logs: accuracy/top1'),
+    ([DIGITS_GAL, '--cfg-options', 'default_hooks.gal=None'],
+     r"has a GALOptimWrapper but no GALHook, which sets it up: add "
+     r"default_hooks = dict\(gal=dict\(type='GALHook'\)\)"),
     ([DIGITS_GAL, '--cfg-options', 'optim_wrapper.enabled=False'],
      r'switches GAL off'),
     ([DIGITS_GAL, '--cfg-options', "val_evaluator.type=SingleLabelMetric",
@@ -342,3 +345,24 @@ def test_a_detr_config_is_compared_on_its_coco_metric(tiny_coco, tmp_path):
     assert '| gal - frozen (final) |' in (work / 'report.md').read_text()
     assert all(runs['gal'][s]['signals']['gal/adjuster_drift'] > 0
                for s in (0, 1))
+
+
+def test_the_gal_configs_of_each_family_have_their_arms_and_a_metric():
+    """One GAL config per folder of configs/ (MMPretrain's CIFAR,
+    ImageNet and digits, MMDetection's DETR, Deformable DETR and DINO, the
+    digits ablations)."""
+    import glob
+    families = {}
+    for path in sorted(glob.glob(osp.join(REPO, 'configs', '*', '*',
+                                          '*gal*.py'))):
+        families.setdefault(osp.dirname(path), path)
+    assert len(families) == 7, families
+    for path in families.values():
+        configs, metric, rule = load_arms(path, None, ['gal', 'baseline',
+                                                       'frozen'], None, None)
+        assert metric in ('accuracy/top1', 'coco/bbox_mAP'), path
+        assert rule == 'greater'
+        assert configs['baseline'].optim_wrapper.enabled is False
+        assert configs['frozen'].optim_wrapper.adjuster_optimizer == dict(
+            type='SGD', lr=0.0)
+        assert configs['gal'].optim_wrapper.get('enabled', True) is True

@@ -114,6 +114,14 @@ def load_arms(config: str, cfg_options: Optional[dict], arms: List[str],
             "lines (optim_wrapper = dict(type='GALOptimWrapper', ...), "
             "default_hooks = dict(gal=dict(type='GALHook')), custom_imports "
             "= dict(imports=['mmgal'])) and run it again")
+    hooks = list((cfg.get('default_hooks') or {}).values()) + list(
+        cfg.get('custom_hooks') or [])
+    if not any(str((h or {}).get('type', '')).split('.')[-1] == 'GALHook'
+               for h in hooks):
+        raise SystemExit(
+            f'ab_test: {config} has a GALOptimWrapper but no GALHook, which '
+            "sets it up: add default_hooks = dict(gal=dict(type='GALHook')) "
+            'and run it again')
     if wrapper.get('enabled', True) is False:
         raise SystemExit(f'ab_test: {config} switches GAL off (optim_'
                          'wrapper.enabled=False): the arms would be the same')
