@@ -178,9 +178,10 @@ def prepare_work_dir(work_dir: str, config: str, gpus: int,
                     if old.get('configs', {}).get(arm, manifest['configs'][
                         arm]) != manifest['configs'][arm]]
         if changed:
+            verb = 'differs' if len(changed) == 1 else 'differ'
             raise SystemExit(
                 f'ab_test: {work_dir} holds runs of another config or other '
-                f"arguments ({', '.join(changed)} differ from {path}); "
+                f"arguments ({', '.join(changed)} {verb} from {path}); "
                 'nothing is overwritten: give another --work-dir')
         manifest = merged
     with open(path, 'w') as f:
