@@ -133,6 +133,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(
     ([DIGITS_GAL, '--cfg-options', 'default_hooks.gal=None'],
      r"has a GALOptimWrapper but no GALHook, which sets it up: add "
      r"default_hooks = dict\(gal=dict\(type='GALHook'\)\)"),
+    ([DIGITS_GAL, '--cfg-options', 'val_evaluator.type=MyMetric'],
+     r"the val evaluator \(MyMetric\) is not one whose keys this tool "
+     r'knows: give the key to compare with --metric'),
     ([DIGITS_GAL, '--cfg-options', 'optim_wrapper.enabled=False'],
      r'switches GAL off'),
     ([DIGITS_GAL, '--cfg-options', "val_evaluator.type=SingleLabelMetric",

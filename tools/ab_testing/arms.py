@@ -91,21 +91,8 @@ def metric_rule(cfg, metric: str, rule: Optional[str]) -> str:
             'less') from None
 
 
-def load_arms(config: str, cfg_options: Optional[dict], arms: List[str],
-              metric: Optional[str],
-              rule: Optional[str]) -> Tuple[Dict[str, object], str, str]:
-    """Each arm's whole config, the metric and its rule; SystemExit naming
-    what is wrong with CONFIG, ``--metric`` or ``--rule``.
-
-    baseline: GAL off (``optim_wrapper.enabled=False``, training is a plain
-    OptimWrapper's); gal: the config as it is; frozen: an adjuster whose
-    optimizer is SGD at lr 0, so it never moves from its seeded draw."""
-    from mmengine.config import Config
-    if not osp.isfile(config):
-        raise SystemExit(f'ab_test: config {config!r} not found')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+def check_gal(cfg, config: str) -> None:
+    """SystemExit unless ``cfg`` trains with GAL on and validates."""
     wrapper = cfg.get('optim_wrapper') or {}
     if str(wrapper.get('type', '')).split('.')[-1] != 'GALOptimWrapper':
         raise SystemExit(
@@ -129,18 +116,44 @@ def load_arms(config: str, cfg_options: Optional[dict], arms: List[str],
         raise SystemExit(f'ab_test: {config} has no validation (val_'
                          'dataloader / val_cfg): there is no metric to '
                          'compare')
+
+
+def choose_metric(cfg, metric: Optional[str]) -> str:
+    """``metric``, or the val evaluator's main key; SystemExit where the
+    evaluator is known not to log it, or nothing says which key to use."""
     keys, complete = metric_keys(cfg)
     if metric is None:
         if not keys:
+            kinds = [ev.get('type') for ev in _as_list(cfg.val_evaluator)]
             raise SystemExit(
-                'ab_test: the val evaluator '
-                f"{cfg.val_evaluator.get('type')!r} is not one whose keys "
-                'this tool knows: give the key to compare with --metric')
-        metric = keys[0]
-    elif metric not in keys and complete:
+                f'ab_test: the val evaluator ({", ".join(map(str, kinds))}) '
+                "is not one whose keys this tool knows: give the key to "
+                'compare with --metric')
+        return keys[0]
+    if metric not in keys and complete:
         raise SystemExit(
             f'ab_test: --metric {metric!r} is not logged by the val '
             f"evaluator; it logs: {', '.join(keys)}")
+    return metric
+
+
+def load_arms(config: str, cfg_options: Optional[dict], arms: List[str],
+              metric: Optional[str],
+              rule: Optional[str]) -> Tuple[Dict[str, object], str, str]:
+    """Each arm's whole config, the metric and its rule; SystemExit naming
+    what is wrong with CONFIG, ``--metric`` or ``--rule``.
+
+    baseline: GAL off (``optim_wrapper.enabled=False``, training is a plain
+    OptimWrapper's); gal: the config as it is; frozen: an adjuster whose
+    optimizer is SGD at lr 0, so it never moves from its seeded draw."""
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise SystemExit(f'ab_test: config {config!r} not found')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    check_gal(cfg, config)
+    metric = choose_metric(cfg, metric)
     rule = metric_rule(cfg, metric, rule)
     configs = {}
     for arm in arms:
