@@ -95,30 +95,40 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     configs, metric, rule = load_arms(args.config, args.cfg_options,
                                       args.arms, args.metric, args.rule)
-    prepare_work_dir(args.work_dir, args.config, args.gpus, configs)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    max_epochs = configs['gal'].train_cfg.get('max_epochs')  # None: iters
+    # The folder is this call's until the report is written, or it fails.
+    with prepare_work_dir(args.work_dir, args.config, args.gpus, configs):
+        runs = train_all(args, seeds, metric, rule, max_epochs)
+        meta = environment(configs['gal'], ' '.join(
+            ['python tools/ab_test.py'] +
+            list(argv if argv is not None else sys.argv[1:])))
+        meta.update(seeds=seeds, arms=args.arms, metric=metric, rule=rule)
+        text = report(runs, seeds, meta)
+        with open(osp.join(args.work_dir, 'report.md'), 'w') as f:
+            f.write(text)
+        with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+            json.dump(dict(meta=meta, runs={
+                a: {str(s): r for s, r in v.items()}
+                for a, v in runs.items()}), f, indent=1)
+        plot(runs, seeds, metric, osp.join(args.work_dir, 'curves.png'),
+             by_epoch=max_epochs is not None)
+    print(text)
+    return runs
+
+
+def train_all(args, seeds: list, metric: str, rule: str,
+              max_epochs) -> dict:
+    """Every arm's run of every seed, trained or read, in the order seed
+    by seed, arm by arm."""
     order = [(arm, seed) for seed in seeds for arm in args.arms]
-    cfg = configs['gal']
-    progress = Progress(metric, cfg.train_cfg.get('max_epochs'),
-                        sum(not is_done(args.work_dir, *r) for r in order))
+    progress = Progress(metric, max_epochs, sum(
+        not is_done(args.work_dir, *r) for r in order))
     runs = {arm: {} for arm in args.arms}
     for index, (arm, seed) in enumerate(order, 1):
         progress.start(arm, seed, index, len(order))
         runs[arm][seed] = run_one(args.work_dir, arm, seed, args.gpus,
                                   metric, rule, progress)
-    meta = environment(cfg, ' '.join(['python tools/ab_test.py'] + list(
-        argv if argv is not None else sys.argv[1:])))
-    meta.update(seeds=seeds, arms=args.arms, metric=metric, rule=rule)
-    text = report(runs, seeds, meta)
-    with open(osp.join(args.work_dir, 'report.md'), 'w') as f:
-        f.write(text)
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(meta=meta, runs={a: {str(s): r for s, r in v.items()}
-                                        for a, v in runs.items()}), f,
-                  indent=1)
-    plot(runs, seeds, metric, osp.join(args.work_dir, 'curves.png'),
-         by_epoch=cfg.train_cfg.get('max_epochs') is not None)
-    print(text)
     return runs
 
 

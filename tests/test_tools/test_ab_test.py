@@ -174,10 +174,10 @@ def test_a_work_dir_of_other_settings_is_refused_but_fewer_arms_are_not(
     work = str(tmp_path / 'ab')
     configs, _, _ = load_arms(DIGITS_GAL, None, ['baseline', 'gal'], None,
                               None)
-    prepare_work_dir(work, DIGITS_GAL, 1, configs)
+    prepare_work_dir(work, DIGITS_GAL, 1, configs).close()
     before = open(osp.join(work, 'gal.py')).read()
     # The same runs, fewer arms, or another metric: the folder is reused.
-    prepare_work_dir(work, DIGITS_GAL, 1, {'gal': configs['gal']})
+    prepare_work_dir(work, DIGITS_GAL, 1, {'gal': configs['gal']}).close()
     changed, _, _ = load_arms(DIGITS_GAL, {'optim_wrapper.sigma': 0.5},
                               ['gal'], None, None)
     with pytest.raises(SystemExit, match=r'\(the gal arm differ'):
@@ -185,6 +185,21 @@ def test_a_work_dir_of_other_settings_is_refused_but_fewer_arms_are_not(
     with pytest.raises(SystemExit, match=r'\(gpus differ'):
         prepare_work_dir(work, DIGITS_GAL, 2, configs)
     assert open(osp.join(work, 'gal.py')).read() == before
+
+
+def test_a_work_dir_in_use_by_another_call_is_refused_until_it_ends(
+        tmp_path):
+    work = str(tmp_path / 'ab')
+    configs, _, _ = load_arms(DIGITS_GAL, None, ['gal', 'frozen'], None,
+                              None)
+    held = prepare_work_dir(work, DIGITS_GAL, 1, configs)
+    with pytest.raises(SystemExit, match=rf'{work} is in use by another '
+                       rf'ab_test \(pid {os.getpid()} on .* since .*\): '
+                       'wait for it to end'):
+        ab_test.main([DIGITS_GAL, '--arms', 'gal', 'frozen', '--work-dir',
+                      work])
+    held.close()  # that call ended (or died: the lock goes with it)
+    prepare_work_dir(work, DIGITS_GAL, 1, configs).close()
 
 
 def test_the_metric_keys_follow_the_evaluator_and_its_prefix():

@@ -1,10 +1,13 @@
 """A GAL config's arms, the val metric they are compared on and the work
-folder's manifest; every check of the command's input, done before
-anything trains."""
+folder (its manifest and lock); every check of the command's input, done
+before anything trains."""
+import fcntl
 import hashlib
 import json
 import os
 import os.path as osp
+import socket
+import time
 from typing import Dict, List, Optional, Tuple
 
 ARMS = ('baseline', 'gal', 'frozen')
@@ -168,37 +171,71 @@ def load_arms(config: str, cfg_options: Optional[dict], arms: List[str],
 
 
 def prepare_work_dir(work_dir: str, config: str, gpus: int,
-                     configs: dict) -> None:
-    """Write each arm's config and the manifest; SystemExit where the
-    folder holds runs of another config or other arguments (nothing is
-    overwritten). The metric is not in the manifest: the runs are the same
-    whichever is compared, and a second call may compare another."""
+                     configs: dict):
+    """Lock the folder, write each arm's config and the manifest; the lock
+    (an open file: keep it while training). SystemExit where another
+    ab_test holds the folder, or it holds runs of another config or other
+    arguments (nothing is overwritten). The metric is not in the manifest:
+    the runs are the same whichever is compared, and a second call may
+    compare another."""
     os.makedirs(work_dir, exist_ok=True)
+    lock = _lock(work_dir)
     texts = {arm: cfg.pretty_text for arm, cfg in configs.items()}
     manifest = dict(
         config=osp.abspath(config), gpus=gpus,
         configs={arm: hashlib.sha256(t.encode()).hexdigest()[:16]
                  for arm, t in texts.items()})
     path = osp.join(work_dir, 'manifest.json')
-    if osp.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        # An arm of an earlier call that this call leaves out is kept.
-        merged = dict(manifest, configs=dict(old.get('configs', {}),
-                                             **manifest['configs']))
-        changed = [k for k in ('config', 'gpus') if old.get(k) != manifest[k]]
-        changed += [f'the {arm} arm' for arm in manifest['configs']
-                    if old.get('configs', {}).get(arm, manifest['configs'][
-                        arm]) != manifest['configs'][arm]]
-        if changed:
-            verb = 'differs' if len(changed) == 1 else 'differ'
-            raise SystemExit(
-                f'ab_test: {work_dir} holds runs of another config or other '
-                f"arguments ({', '.join(changed)} {verb} from {path}); "
-                'nothing is overwritten: give another --work-dir')
-        manifest = merged
+    try:
+        manifest = _same_runs(path, manifest)
+    except SystemExit:
+        lock.close()  # refused: the folder is free again
+        raise
     with open(path, 'w') as f:
         json.dump(manifest, f, indent=2)
     for arm, text in texts.items():
         with open(osp.join(work_dir, f'{arm}.py'), 'w') as f:
             f.write(text)
+    return lock
+
+
+def _same_runs(path: str, manifest: dict) -> dict:
+    """The manifest to write: ``manifest`` with the arms of the one at
+    ``path`` that this call leaves out; SystemExit where that one is of
+    another config, process count or arm settings."""
+    if not osp.exists(path):
+        return manifest
+    with open(path) as f:
+        old = json.load(f)
+    configs = old.get('configs', {})
+    changed = [k for k in ('config', 'gpus') if old.get(k) != manifest[k]]
+    changed += [f'the {arm} arm' for arm, digest in manifest['configs'].items()
+                if configs.get(arm, digest) != digest]
+    if changed:
+        verb = 'differs' if len(changed) == 1 else 'differ'
+        raise SystemExit(
+            f'ab_test: {osp.dirname(path)} holds runs of another config or '
+            f"other arguments ({', '.join(changed)} {verb} from {path}); "
+            'nothing is overwritten: give another --work-dir')
+    return dict(manifest, configs=dict(configs, **manifest['configs']))
+
+
+def _lock(work_dir: str):
+    """An exclusive lock on ``work_dir/.lock``, released when this process
+    ends however it ends (flock); SystemExit naming the holder where
+    another call holds it: two calls would train the same runs at once."""
+    f = open(osp.join(work_dir, '.lock'), 'a+')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or 'another process'
+        f.close()
+        raise SystemExit(
+            f'ab_test: {work_dir} is in use by another ab_test ({holder}): '
+            'wait for it to end, or give another --work-dir') from None
+    f.truncate(0)
+    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    return f
