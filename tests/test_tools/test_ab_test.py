@@ -16,6 +16,7 @@ from ab_testing.runs import (Progress, _train, summarize_run,
                              train_command)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+THREADS = torch.get_num_threads()
 
 
 def shrink(root, epochs=1):
@@ -200,6 +201,19 @@ def test_a_work_dir_in_use_by_another_call_is_refused_until_it_ends(
                       work])
     held.close()  # that call ended (or died: the lock goes with it)
     prepare_work_dir(work, DIGITS_GAL, 1, configs).close()
+
+
+def test_the_report_names_the_threads_a_run_starts_with(monkeypatch):
+    from ab_testing.report import environment
+    from mmengine.config import Config
+    torch.set_num_threads(3)  # this process's count is not the runs'
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    try:
+        meta = environment(Config(dict(default_scope='mmpretrain')), 'cmd')
+    finally:
+        torch.set_num_threads(THREADS)
+    assert meta['threads'] == 1
+    assert meta['versions']['mmpretrain'] == '1.2.0'
 
 
 def test_the_metric_keys_follow_the_evaluator_and_its_prefix():

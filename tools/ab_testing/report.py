@@ -5,6 +5,7 @@ t-tests of gal against the other arms with the mean difference and its
 import math
 import platform
 import subprocess
+import sys
 from typing import Dict, List
 
 from .runs import REPO, SIGNALS
@@ -49,10 +50,15 @@ def environment(cfg, command: str) -> dict:
         versions[scope] = __import__(scope).__version__
     commit = subprocess.run(['git', 'rev-parse', '--short=7', 'HEAD'],
                             cwd=REPO, capture_output=True, text=True)
-    # The runs inherit this process's environment: the same threads.
+    # What a run starts with: a new process with this environment (this
+    # one's own count may have been set by its caller).
+    threads = subprocess.run(
+        [sys.executable, '-c', 'import torch; print(torch.get_num_threads())'],
+        capture_output=True, text=True)
     return dict(command=command, versions=versions,
                 commit=commit.stdout.strip() or None,
-                threads=torch.get_num_threads())
+                threads=int(threads.stdout) if threads.returncode == 0 else
+                None)
 
 
 def report(runs: Dict[str, dict], seeds: List[int], meta: dict) -> str:
