@@ -230,6 +230,12 @@ def test_the_metric_keys_follow_the_evaluator_and_its_prefix():
     assert keys(dict(type='SingleLabelMetric', average='micro'))[0] == [
         'single-label/precision_micro', 'single-label/recall_micro',
         'single-label/f1-score_micro']
+    assert keys(dict(type='MultiLabelMetric', topk=3))[0] == [
+        'multi-label/precision_top3', 'multi-label/recall_top3',
+        'multi-label/f1-score_top3']
+    assert keys(dict(type='MultiLabelMetric', thr=0.3, average='micro',
+                     items=['f1-score']))[0] == [
+        'multi-label/f1-score_thr-0.30_micro']
     assert keys(dict(type='mmdet.VOCMetric'))[0] == ['pascal_voc/mAP',
                                                      'pascal_voc/AP50']
     assert keys(dict(type='CocoMetric'))[0][0] == 'coco/bbox_mAP'
@@ -242,6 +248,63 @@ def test_the_metric_keys_follow_the_evaluator_and_its_prefix():
                                        dict(type='MyMetric')]},
         ['gal', 'baseline'], 'my/error', 'less')
     assert (metric, rule) == ('my/error', 'less')
+
+
+def _samples(multi_label: bool, n: int = 8, classes: int = 4) -> list:
+    gen = torch.Generator().manual_seed(0)
+    return [dict(pred_score=torch.rand(classes, generator=gen),
+                 gt_label=torch.tensor([i % classes]), num_classes=classes,
+                 gt_label_difficult=[],
+                 **({'gt_score': (torch.rand(classes, generator=gen) > .5)
+                     .float()} if multi_label else {})) for i in range(n)]
+
+
+@pytest.mark.parametrize('evaluators, multi_label', [
+    ([dict(type='Accuracy', topk=(1, 2))], False),
+    ([dict(type='Accuracy', thrs=(0., 0.5))], False),
+    ([dict(type='SingleLabelMetric'),
+      dict(type='SingleLabelMetric', average='micro', prefix='sl')], False),
+    ([dict(type='MultiLabelMetric', topk=2),
+      dict(type='MultiLabelMetric', thr=0.3, average='micro'),
+      dict(type='AveragePrecision')], True),
+    ([dict(type='VOCMultiLabelMetric'),
+      dict(type='VOCMultiLabelMetric', average='micro'),
+      dict(type='VOCAveragePrecision')], True),
+])
+def test_the_keys_known_before_training_are_those_mmpretrain_logs(
+        evaluators, multi_label):
+    from mmengine.config import Config
+    from mmengine.evaluator import Evaluator
+    # Scoped types: no default scope set for the tests after this one.
+    evaluators = [dict(ev, type='mmpretrain.' + ev['type'])
+                  for ev in evaluators]
+    evaluator = Evaluator([dict(ev) for ev in evaluators])
+    evaluator.process(_samples(multi_label))
+    logged = list(evaluator.evaluate(8))
+    assert metric_keys(Config(dict(val_evaluator=evaluators))) == (logged,
+                                                                   True)
+
+
+def test_a_users_config_with_the_readme_lines_has_its_arms(tmp_path):
+    """The README's lines over MMPretrain's stock VGG-16 VOC config: its
+    three evaluators' keys, the first one the default, as mmengine's
+    save_best='auto' takes it."""
+    from mm_helpers import readme_snippet, with_base
+    path = tmp_path / 'vgg_voc_gal.py'
+    path.write_text(with_base(readme_snippet(),
+                              'mmpretrain::vgg/vgg16_8xb16_voc.py'))
+    with pytest.raises(SystemExit, match=r"it logs: multi-label/precision, "
+                       r'multi-label/recall, multi-label/f1-score, '
+                       r'multi-label/precision_micro, multi-label/recall_'
+                       r'micro, multi-label/f1-score_micro, multi-label/mAP'):
+        load_arms(str(path), None, ['gal', 'baseline'], 'multi-label/AP',
+                  None)
+    configs, metric, rule = load_arms(str(path), None, ['gal', 'baseline'],
+                                      None, None)
+    assert (metric, rule) == ('multi-label/precision', 'greater')
+    assert configs['baseline'].optim_wrapper.enabled is False
+    assert load_arms(str(path), None, ['gal', 'frozen'], 'multi-label/mAP',
+                     None)[1:] == ('multi-label/mAP', 'greater')
 
 
 def test_the_best_value_follows_the_rule_and_the_config(tmp_path):

@@ -33,6 +33,21 @@ def _single_label_keys(ev: dict) -> List[str]:
     return [f'{item}{suffix}' for item in items if item != 'support']
 
 
+def _multi_label_keys(ev: dict) -> List[str]:
+    """mmpretrain's MultiLabelMetric (and VOC's): a threshold (0.5 if
+    neither it nor top-k is given) or top-k suffix, then the average's."""
+    average = ev.get('average', 'macro')
+    if average is None:  # class-wise lists
+        return []
+    thr, topk = ev.get('thr'), ev.get('topk')
+    thr = 0.5 if thr is None and topk is None else thr
+    suffix = ('' if thr == 0.5 else f'_thr-{thr:.2f}') if thr else \
+        f'_top{topk}'
+    suffix += '' if average == 'macro' else f'_{average}'
+    items = _as_list(ev.get('items', ('precision', 'recall', 'f1-score')))
+    return [f'{item}{suffix}' for item in items if item != 'support']
+
+
 def _coco_keys(ev: dict) -> List[str]:
     return [f'{m}_mAP{s}' for m in _as_list(ev.get('metric', 'bbox'))
             for s in ('', '_50', '_75', '_s', '_m', '_l')]
@@ -52,6 +67,9 @@ KNOWN_METRICS = {
     'Accuracy': ('accuracy', _topk_keys),
     'SingleLabelMetric': ('single-label', _single_label_keys),
     'AveragePrecision': ('multi-label', lambda ev: ['mAP']),
+    'VOCAveragePrecision': ('multi-label', lambda ev: ['mAP']),
+    'MultiLabelMetric': ('multi-label', _multi_label_keys),
+    'VOCMultiLabelMetric': ('multi-label', _multi_label_keys),
     'CocoMetric': ('coco', _coco_keys),
     'VOCMetric': ('pascal_voc', _voc_keys),
 }
