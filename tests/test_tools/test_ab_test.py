@@ -39,7 +39,7 @@ def test_three_arms_over_two_seeds_report_and_a_second_call_trains_nothing(
     out = capsys.readouterr().out
     assert '[ab_test] gal seed 1 epoch 1/1: accuracy/top1' in out
     report = (work / 'report.md').read_text()
-    for row in ('| baseline |', '| gal |', '| frozen |',
+    for row in ('| baseline |', '| gal |', '| frozen |', '**Verdict**',
                 '| gal - baseline (final) |', '| gal - frozen (final) |',
                 '| gal - frozen (best) |', '(higher is better)',
                 'mmpretrain 1.2.0'):
@@ -361,6 +361,28 @@ def test_a_progress_line_per_epoch_with_the_metric_so_far_and_time_left(
     # train: 1.5 runs' worth at 120 s each.
     assert lines[4] == ('[ab_test] gal seed 1 epoch 2/3: accuracy/top1 '
                         '41.5000 (run 3/4, about 3 min left)')
+
+
+def test_the_verdict_reads_the_tests_by_the_rule_and_the_noise_control():
+    from ab_testing.report import verdict
+
+    def test(diff, p):
+        return dict(diff=diff, low=diff - 1, high=diff + 1, t=2.0, p=p)
+
+    text = verdict({'gal_vs_baseline': test(0.5, 0.01),
+                    'gal_vs_frozen': test(0.1, 0.4)}, 'greater', 'acc')
+    assert text.startswith('**Verdict** (final `acc`, paired t-tests at '
+                           '0.05): gal vs baseline: better (mean difference '
+                           '+0.5, 95 % interval -0.5 to +1.5, p = 0.01); '
+                           'gal vs frozen: no significant difference')
+    assert 'not shown to come from what the adjuster learns' in text
+    # A lower error is better: the same difference, the other way.
+    text = verdict({'gal_vs_baseline': test(0.5, 0.01)}, 'less', 'err')
+    assert 'gal vs baseline: worse' in text and 'frozen' not in text
+    text = verdict({'gal_vs_baseline': test(-0.5, 0.01),
+                    'gal_vs_frozen': test(-0.4, 0.02)}, 'less', 'err')
+    assert 'baseline: better' in text and 'frozen: better' in text
+    assert 'not shown' not in text
 
 
 def test_a_run_by_iteration_has_a_line_per_validation_with_its_iteration():

@@ -61,6 +61,35 @@ def environment(cfg, command: str) -> dict:
                 None)
 
 
+def verdict(tests: Dict[str, dict], rule: str, metric: str,
+            level: float = 0.05) -> str:
+    """What the paired t-tests of the final values say, in words: gal
+    against each other arm (better, worse, or no difference at ``level``);
+    a gain that the frozen adjuster matches is not GAL's learning (the
+    paper's noise control)."""
+    said = {}
+    for other in ('baseline', 'frozen'):
+        res = tests.get(f'gal_vs_{other}')
+        if res is None:
+            continue
+        if not res['p'] < level:
+            said[other] = 'no significant difference'
+        else:
+            gain = res['diff'] > 0 if rule == 'greater' else res['diff'] < 0
+            said[other] = 'better' if gain else 'worse'
+        said[other] += (f" (mean difference {res['diff']:+.3g}, 95 % "
+                        f"interval {res['low']:+.3g} to {res['high']:+.3g}, "
+                        f"p = {res['p']:.2g})")
+    text = f'**Verdict** (final `{metric}`, paired t-tests at {level:g}): ' \
+        + '; '.join(f'gal vs {k}: {v}' for k, v in said.items()) + '.'
+    if said.get('baseline', '').startswith('better') and \
+            not said.get('frozen', 'better').startswith('better'):
+        text += (' The frozen adjuster is not beaten: the gain over the '
+                 'baseline is not shown to come from what the adjuster '
+                 'learns.')
+    return text
+
+
 def report(runs: Dict[str, dict], seeds: List[int], meta: dict) -> str:
     """The markdown report; the t-tests also go into ``meta['tests']``."""
     arms, metric, rule = meta['arms'], meta['metric'], meta['rule']
@@ -96,6 +125,7 @@ def report(runs: Dict[str, dict], seeds: List[int], meta: dict) -> str:
             lines.append(f"| gal - {other} ({value}) | {res['diff']:+.3f} | "
                          f"{res['low']:+.3f} to {res['high']:+.3f} | "
                          f"{res['t']:.2f} | {res['p']:.3g} |")
+    lines += ['', verdict(tests, rule, metric)]
     lines += ['', "GAL's learning signals at the end of each run with GAL "
               '(frozen: an adjuster_drift of 0 shows it never moved):', '',
               '| arm | seed | ' + ' | '.join(SIGNALS) + ' |',
