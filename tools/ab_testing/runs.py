@@ -215,11 +215,11 @@ def _train(cmd: list, log_path: str, progress: Progress, metric: str):
     one."""
     tail = deque(maxlen=30)
     with open(log_path, 'a') as log:
-        # Its own process group, so that all its processes (dist_train.sh's
-        # ranks too) are stopped with it.
         # dist_train.sh runs $PYTHON: this interpreter unless one is set.
         env = dict(os.environ, PYTHON=os.environ.get('PYTHON',
                                                      sys.executable))
+        # A process group of its own: all its processes (dist_train.sh's
+        # ranks too) are stopped with it.
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True, env=env)
