@@ -1,5 +1,6 @@
-"""tools/ab_test.py: arms over paired seeds, resumable after a kill, a line
-per run and epoch, and bad input named before anything trains."""
+"""tools/ab_test.py end to end: arms over paired seeds, resumable after a
+kill, and bad input named before anything trains or anything is
+overwritten. Its parts: test_ab_testing_{arms,runs,report}.py."""
 import json
 import os
 import os.path as osp
@@ -11,12 +12,9 @@ import torch
 from mm_helpers import DIGITS_BASELINE, DIGITS_GAL, digits_cfg
 
 import ab_test
-from ab_testing.arms import load_arms, metric_keys, prepare_work_dir
-from ab_testing.runs import (Progress, _train, summarize_run,
-                             train_command)
+from ab_testing.arms import load_arms, prepare_work_dir
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-THREADS = torch.get_num_threads()
 
 
 def shrink(root, epochs=1):
@@ -170,24 +168,6 @@ def test_a_work_dir_of_another_config_is_not_overwritten(tmp_path):
     assert json.loads((work / 'manifest.json').read_text()) == manifest
 
 
-def test_a_work_dir_of_other_settings_is_refused_but_fewer_arms_are_not(
-        tmp_path):
-    work = str(tmp_path / 'ab')
-    configs, _, _ = load_arms(DIGITS_GAL, None, ['baseline', 'gal'], None,
-                              None)
-    prepare_work_dir(work, DIGITS_GAL, 1, configs).close()
-    before = open(osp.join(work, 'gal.py')).read()
-    # The same runs, fewer arms, or another metric: the folder is reused.
-    prepare_work_dir(work, DIGITS_GAL, 1, {'gal': configs['gal']}).close()
-    changed, _, _ = load_arms(DIGITS_GAL, {'optim_wrapper.sigma': 0.5},
-                              ['gal'], None, None)
-    with pytest.raises(SystemExit, match=r'\(the gal arm differ'):
-        prepare_work_dir(work, DIGITS_GAL, 1, changed)
-    with pytest.raises(SystemExit, match=r'\(gpus differ'):
-        prepare_work_dir(work, DIGITS_GAL, 2, configs)
-    assert open(osp.join(work, 'gal.py')).read() == before
-
-
 def test_a_work_dir_in_use_by_another_call_is_refused_until_it_ends(
         tmp_path):
     work = str(tmp_path / 'ab')
@@ -201,242 +181,6 @@ def test_a_work_dir_in_use_by_another_call_is_refused_until_it_ends(
                       work])
     held.close()  # that call ended (or died: the lock goes with it)
     prepare_work_dir(work, DIGITS_GAL, 1, configs).close()
-
-
-def test_the_report_names_the_threads_a_run_starts_with(monkeypatch):
-    from ab_testing.report import environment
-    from mmengine.config import Config
-    torch.set_num_threads(3)  # this process's count is not the runs'
-    monkeypatch.setenv('OMP_NUM_THREADS', '1')
-    try:
-        meta = environment(Config(dict(default_scope='mmpretrain')), 'cmd')
-    finally:
-        torch.set_num_threads(THREADS)
-    assert meta['threads'] == 1
-    assert meta['versions']['mmpretrain'] == '1.2.0'
-
-
-def test_the_metric_keys_follow_the_evaluator_and_its_prefix():
-    from mmengine.config import Config
-
-    def keys(evaluator):
-        return metric_keys(Config(dict(val_evaluator=evaluator)))
-
-    assert keys(dict(type='Accuracy', topk=(1, 5))) == (
-        ['accuracy/top1', 'accuracy/top5'], True)
-    assert keys(dict(type='Accuracy', prefix='acc')) == (['acc/top1'], True)
-    assert keys(dict(type='Accuracy', thrs=(0., 0.5)))[0] == [
-        'accuracy/top1_thr-0.00', 'accuracy/top1_thr-0.50']
-    assert keys(dict(type='SingleLabelMetric', average='micro'))[0] == [
-        'single-label/precision_micro', 'single-label/recall_micro',
-        'single-label/f1-score_micro']
-    assert keys(dict(type='MultiLabelMetric', topk=3))[0] == [
-        'multi-label/precision_top3', 'multi-label/recall_top3',
-        'multi-label/f1-score_top3']
-    assert keys(dict(type='MultiLabelMetric', thr=0.3, average='micro',
-                     items=['f1-score']))[0] == [
-        'multi-label/f1-score_thr-0.30_micro']
-    assert keys(dict(type='mmdet.VOCMetric'))[0] == ['pascal_voc/mAP',
-                                                     'pascal_voc/AP50']
-    assert keys(dict(type='CocoMetric'))[0][0] == 'coco/bbox_mAP'
-    # A metric this tool does not know: the list is not complete, and a
-    # --metric outside it is taken (and checked at the first validation).
-    assert keys([dict(type='Accuracy'), dict(type='MyMetric')]) == (
-        ['accuracy/top1'], False)
-    configs, metric, rule = load_arms(
-        DIGITS_GAL, {'val_evaluator': [dict(type='Accuracy'),
-                                       dict(type='MyMetric')]},
-        ['gal', 'baseline'], 'my/error', 'less')
-    assert (metric, rule) == ('my/error', 'less')
-
-
-def _samples(multi_label: bool, n: int = 8, classes: int = 4) -> list:
-    gen = torch.Generator().manual_seed(0)
-    return [dict(pred_score=torch.rand(classes, generator=gen),
-                 gt_label=torch.tensor([i % classes]), num_classes=classes,
-                 gt_label_difficult=[],
-                 **({'gt_score': (torch.rand(classes, generator=gen) > .5)
-                     .float()} if multi_label else {})) for i in range(n)]
-
-
-@pytest.mark.parametrize('evaluators, multi_label', [
-    ([dict(type='Accuracy', topk=(1, 2))], False),
-    ([dict(type='Accuracy', thrs=(0., 0.5))], False),
-    ([dict(type='SingleLabelMetric'),
-      dict(type='SingleLabelMetric', average='micro', prefix='sl')], False),
-    ([dict(type='MultiLabelMetric', topk=2),
-      dict(type='MultiLabelMetric', thr=0.3, average='micro'),
-      dict(type='AveragePrecision')], True),
-    ([dict(type='VOCMultiLabelMetric'),
-      dict(type='VOCMultiLabelMetric', average='micro'),
-      dict(type='VOCAveragePrecision')], True),
-])
-def test_the_keys_known_before_training_are_those_mmpretrain_logs(
-        evaluators, multi_label):
-    from mmengine.config import Config
-    from mmengine.evaluator import Evaluator
-    # Scoped types: no default scope set for the tests after this one.
-    evaluators = [dict(ev, type='mmpretrain.' + ev['type'])
-                  for ev in evaluators]
-    evaluator = Evaluator([dict(ev) for ev in evaluators])
-    evaluator.process(_samples(multi_label))
-    logged = list(evaluator.evaluate(8))
-    assert metric_keys(Config(dict(val_evaluator=evaluators))) == (logged,
-                                                                   True)
-
-
-def test_a_users_config_with_the_readme_lines_has_its_arms(tmp_path):
-    """The README's lines over MMPretrain's stock VGG-16 VOC config: its
-    three evaluators' keys, the first one the default, as mmengine's
-    save_best='auto' takes it."""
-    from mm_helpers import readme_snippet, with_base
-    path = tmp_path / 'vgg_voc_gal.py'
-    path.write_text(with_base(readme_snippet(),
-                              'mmpretrain::vgg/vgg16_8xb16_voc.py'))
-    with pytest.raises(SystemExit, match=r"it logs: multi-label/precision, "
-                       r'multi-label/recall, multi-label/f1-score, '
-                       r'multi-label/precision_micro, multi-label/recall_'
-                       r'micro, multi-label/f1-score_micro, multi-label/mAP'):
-        load_arms(str(path), None, ['gal', 'baseline'], 'multi-label/AP',
-                  None)
-    configs, metric, rule = load_arms(str(path), None, ['gal', 'baseline'],
-                                      None, None)
-    assert (metric, rule) == ('multi-label/precision', 'greater')
-    assert configs['baseline'].optim_wrapper.enabled is False
-    assert load_arms(str(path), None, ['gal', 'frozen'], 'multi-label/mAP',
-                     None)[1:] == ('multi-label/mAP', 'greater')
-
-
-def test_the_best_value_follows_the_rule_and_the_config(tmp_path):
-    folder = tmp_path / 'run' / '20261207_000000' / 'vis_data'
-    folder.mkdir(parents=True)
-    rows = [dict(loss=2.0, iter=1, step=1), dict(err=5.0, step=1),
-            dict(loss=1.0, iter=2, step=2), dict(err=3.0, step=2),
-            dict(loss=0.5, iter=3, step=3), dict(err=4.0, step=3)]
-    (folder / 'scalars.json').write_text(
-        '\n'.join(json.dumps(r) for r in rows))
-    less = summarize_run(str(tmp_path / 'run'), 'err', 'less')
-    assert (less['final'], less['best']) == (4.0, 3.0)
-    assert summarize_run(str(tmp_path / 'run'), 'err', 'greater')['best'] \
-        == 5.0
-    assert less['loss'] == [2.0, 1.0, 0.5]
-    # Without --rule: the config's checkpoint rule for that key, else the
-    # key's name as mmengine's CheckpointHook reads it.
-    _, _, rule = load_arms(DIGITS_GAL, {'val_evaluator.type': 'MyMetric',
-                                        'default_hooks.checkpoint.save_best':
-                                        'my/error',
-                                        'default_hooks.checkpoint.rule':
-                                        'less'}, ['gal', 'frozen'],
-                           'my/error', None)
-    assert rule == 'less'
-    assert load_arms(DIGITS_GAL, None, ['gal', 'frozen'], None, None)[2] \
-        == 'greater'
-
-
-LOG = [
-    'Epoch(train) [1][2/4]  lr: 5.0e-02  eta: 0:00:03  loss: 2.0',
-    'Epoch(train) [1][4/4]  lr: 5.0e-02  eta: 0:00:02  loss: 1.9',
-    'Epoch(train) [2][2/4]  lr: 5.0e-02  eta: 0:00:01  loss: 1.8',
-    'Epoch(val) [2][ 5/10]    eta: 0:00:00  time: 0.01',
-    'Epoch(val) [2][10/10]    accuracy/top1: 41.5000  data_time: 0.0  '
-    'time: 0.01',
-]
-
-
-def test_a_progress_line_per_epoch_with_the_metric_so_far_and_time_left(
-        monkeypatch):
-    import ab_testing.runs as runs_module
-    clock = [100.0]
-    monkeypatch.setattr(runs_module.time, 'perf_counter', lambda: clock[0])
-    progress = Progress('accuracy/top1', max_epochs=3, to_train=2)
-    progress.start('gal', 1, index=3, total=4)
-    clock[0] += 60  # a minute into the first run this call trains
-    lines = [progress.feed(line) for line in LOG]
-    assert lines[:2] == [None, None]
-    # Epoch 1 had no validation: its line, when epoch 2 begins, says so.
-    assert lines[2].startswith('[ab_test] gal seed 1 epoch 1/3: '
-                               'accuracy/top1 - (run 3/4, about ')
-    assert lines[3] is None  # a validation's progress, not its summary
-    # 1.5 of 3 epochs in 60 s; this run's other half and one run more to
-    # train: 1.5 runs' worth at 120 s each.
-    assert lines[4] == ('[ab_test] gal seed 1 epoch 2/3: accuracy/top1 '
-                        '41.5000 (run 3/4, about 3 min left)')
-
-
-def test_the_verdict_reads_the_tests_by_the_rule_and_the_noise_control():
-    from ab_testing.report import verdict
-
-    def test(diff, p):
-        return dict(diff=diff, low=diff - 1, high=diff + 1, t=2.0, p=p)
-
-    text = verdict({'gal_vs_baseline': test(0.5, 0.01),
-                    'gal_vs_frozen': test(0.1, 0.4)}, 'greater', 'acc')
-    assert text.startswith('**Verdict** (final `acc`, paired t-tests at '
-                           '0.05): gal vs baseline: better (mean difference '
-                           '+0.5, 95 % interval -0.5 to +1.5, p = 0.01); '
-                           'gal vs frozen: no significant difference')
-    assert 'not shown to come from what the adjuster learns' in text
-    # A lower error is better: the same difference, the other way.
-    text = verdict({'gal_vs_baseline': test(0.5, 0.01)}, 'less', 'err')
-    assert 'gal vs baseline: worse' in text and 'frozen' not in text
-    text = verdict({'gal_vs_baseline': test(-0.5, 0.01),
-                    'gal_vs_frozen': test(-0.4, 0.02)}, 'less', 'err')
-    assert 'baseline: better' in text and 'frozen: better' in text
-    assert 'not shown' not in text
-
-
-def test_a_run_by_iteration_has_a_line_per_validation_with_its_iteration():
-    progress = Progress('accuracy/top1', max_epochs=None, to_train=1)
-    progress.start('frozen', 2, index=1, total=1)
-    assert progress.feed('Iter(train) [ 400/1000]  lr: 0.1  loss: 1.0') \
-        is None
-    val = 'Iter(val) [10/10]    accuracy/top1: 12.5000  time: 0.01'
-    # Its first training line is where it started (a resumed run's too):
-    # no training measured yet.
-    assert progress.feed(val) == ('[ab_test] frozen seed 2 iter 400/1000: '
-                                  'accuracy/top1 12.5000 (run 1/1, time '
-                                  'left not known yet)')
-    progress.feed('Iter(train) [ 500/1000]  lr: 0.1  loss: 0.9')
-    assert progress.feed(val).startswith(
-        '[ab_test] frozen seed 2 iter 500/1000: accuracy/top1 12.5000 '
-        '(run 1/1, about ')
-
-
-def test_a_resumed_run_counts_only_its_own_epochs_towards_the_rate():
-    progress = Progress('accuracy/top1', max_epochs=4, to_train=1)
-    progress.start('gal', 0, index=1, total=2)
-    progress.feed('Epoch(train) [3][2/2]  loss: 1.0')  # resumed at epoch 2
-    assert (progress.first, progress.fraction) == (0.5, 0.75)
-    progress.finish()
-    assert progress.trained == 0.25 and progress.to_train == 0
-
-
-def test_a_validation_without_the_metric_stops_the_run_and_lists_its_keys(
-        tmp_path, capsys):
-    line = ('Epoch(val) [1][1/1]    my/error: 0.25  my/loss: 1.5  '
-            'data_time: 0.01  time: 0.02')
-    script = ('import time; print(%r, flush=True); time.sleep(60)' % line)
-    progress = Progress('my/accuracy', max_epochs=2, to_train=1)
-    progress.start('gal', 0, 1, 2)
-    with pytest.raises(SystemExit, match=r"does not log 'my/accuracy'; it "
-                       r'logs: my/error, my/loss\. Give one of those'):
-        _train([sys.executable, '-c', script], str(tmp_path / 'log'),
-               progress, 'my/accuracy')
-    # The training process is stopped at once, not left to its minute.
-    assert (tmp_path / 'log').read_text().strip() == line
-
-
-def test_a_run_with_several_processes_goes_through_dist_train_and_resumes(
-        tmp_path):
-    run = tmp_path / 'gal_seed3'
-    run.mkdir()
-    cmd = train_command(str(tmp_path), 'gal', 3, str(run), gpus=4)
-    assert cmd[:4] == ['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
-                       str(tmp_path / 'gal.py'), '4']
-    assert cmd[-2:] == ['randomness.seed=3', 'optim_wrapper.seed=3']
-    assert '--resume' not in cmd
-    (run / 'epoch_1.pth').write_bytes(b'')
-    assert '--resume' in train_command(str(tmp_path), 'gal', 3, str(run), 1)
 
 
 @pytest.mark.slow
@@ -462,24 +206,3 @@ def test_a_detr_config_is_compared_on_its_coco_metric(tiny_coco, tmp_path):
     assert '| gal - frozen (final) |' in (work / 'report.md').read_text()
     assert all(runs['gal'][s]['signals']['gal/adjuster_drift'] > 0
                for s in (0, 1))
-
-
-def test_the_gal_configs_of_each_family_have_their_arms_and_a_metric():
-    """One GAL config per folder of configs/ (MMPretrain's CIFAR,
-    ImageNet and digits, MMDetection's DETR, Deformable DETR and DINO, the
-    digits ablations)."""
-    import glob
-    families = {}
-    for path in sorted(glob.glob(osp.join(REPO, 'configs', '*', '*',
-                                          '*gal*.py'))):
-        families.setdefault(osp.dirname(path), path)
-    assert len(families) == 7, families
-    for path in families.values():
-        configs, metric, rule = load_arms(path, None, ['gal', 'baseline',
-                                                       'frozen'], None, None)
-        assert metric in ('accuracy/top1', 'coco/bbox_mAP'), path
-        assert rule == 'greater'
-        assert configs['baseline'].optim_wrapper.enabled is False
-        assert configs['frozen'].optim_wrapper.adjuster_optimizer == dict(
-            type='SGD', lr=0.0)
-        assert configs['gal'].optim_wrapper.get('enabled', True) is True
