@@ -61,27 +61,38 @@ def environment(cfg, command: str) -> dict:
                 None)
 
 
+def holm(ps: List[float]) -> List[float]:
+    """Holm's step-down adjustment of ``ps`` (same order)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adjusted, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def verdict(tests: Dict[str, dict], rule: str, metric: str,
             level: float = 0.05) -> str:
     """What the paired t-tests of the final values say, in words: gal
-    against each other arm (better, worse, or no difference at ``level``);
-    a gain that the frozen adjuster matches is not GAL's learning (the
-    paper's noise control)."""
+    against each other arm, better, worse, or no difference at ``level``
+    after Holm's correction over these comparisons; a gain that the frozen
+    adjuster matches is not GAL's learning (the paper's noise control)."""
+    others = [o for o in ('baseline', 'frozen') if f'gal_vs_{o}' in tests]
+    results = [tests[f'gal_vs_{o}'] for o in others]
     said = {}
-    for other in ('baseline', 'frozen'):
-        res = tests.get(f'gal_vs_{other}')
-        if res is None:
-            continue
-        if not res['p'] < level:
+    for other, res, p in zip(others, results,
+                             holm([r['p'] for r in results])):
+        if not p < level:
             said[other] = 'no significant difference'
         else:
             gain = res['diff'] > 0 if rule == 'greater' else res['diff'] < 0
             said[other] = 'better' if gain else 'worse'
         said[other] += (f" (mean difference {res['diff']:+.3g}, 95 % "
                         f"interval {res['low']:+.3g} to {res['high']:+.3g}, "
-                        f"p = {res['p']:.2g})")
-    text = f'**Verdict** (final `{metric}`, paired t-tests at {level:g}): ' \
-        + '; '.join(f'gal vs {k}: {v}' for k, v in said.items()) + '.'
+                        f"p = {res['p']:.2g}, Holm {p:.2g})")
+    text = (f'**Verdict** (final `{metric}`, paired t-tests, Holm-adjusted '
+            f'over {len(others)} comparison(s), at {level:g}): ' +
+            '; '.join(f'gal vs {k}: {v}' for k, v in said.items()) + '.')
     if said.get('baseline', '').startswith('better') and \
             not said.get('frozen', 'better').startswith('better'):
         text += (' The frozen adjuster is not beaten: the gain over the '
