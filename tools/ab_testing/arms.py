@@ -23,29 +23,25 @@ def _topk_keys(ev: dict) -> List[str]:
     return [f'top{k}{s}' for k in _as_list(topk) for s in suffixes]
 
 
-def _single_label_keys(ev: dict) -> List[str]:
-    """mmpretrain's SingleLabelMetric (macro or micro averages)."""
+def _averaged(ev: dict, suffix: str = '') -> List[str]:
+    """Precision / recall / F1 keys as mmpretrain's label metrics write
+    them: the item, ``suffix``, then the average's own (none for macro);
+    none for class-wise lists (``average=None``)."""
     average = ev.get('average', 'macro')
-    if average is None:  # class-wise lists, no scalar to compare
+    if average is None:
         return []
+    suffix += '' if average == 'macro' else f'_{average}'
     items = _as_list(ev.get('items', ('precision', 'recall', 'f1-score')))
-    suffix = '_micro' if average == 'micro' else ''
     return [f'{item}{suffix}' for item in items if item != 'support']
 
 
 def _multi_label_keys(ev: dict) -> List[str]:
     """mmpretrain's MultiLabelMetric (and VOC's): a threshold (0.5 if
-    neither it nor top-k is given) or top-k suffix, then the average's."""
-    average = ev.get('average', 'macro')
-    if average is None:  # class-wise lists
-        return []
+    neither it nor top-k is given) or top-k suffix."""
     thr, topk = ev.get('thr'), ev.get('topk')
     thr = 0.5 if thr is None and topk is None else thr
-    suffix = ('' if thr == 0.5 else f'_thr-{thr:.2f}') if thr else \
-        f'_top{topk}'
-    suffix += '' if average == 'macro' else f'_{average}'
-    items = _as_list(ev.get('items', ('precision', 'recall', 'f1-score')))
-    return [f'{item}{suffix}' for item in items if item != 'support']
+    return _averaged(ev, ('' if thr == 0.5 else f'_thr-{thr:.2f}')
+                     if thr else f'_top{topk}')
 
 
 def _coco_keys(ev: dict) -> List[str]:
@@ -65,7 +61,7 @@ def _voc_keys(ev: dict) -> List[str]:
 # key first.
 KNOWN_METRICS = {
     'Accuracy': ('accuracy', _topk_keys),
-    'SingleLabelMetric': ('single-label', _single_label_keys),
+    'SingleLabelMetric': ('single-label', _averaged),
     'AveragePrecision': ('multi-label', lambda ev: ['mAP']),
     'VOCAveragePrecision': ('multi-label', lambda ev: ['mAP']),
     'MultiLabelMetric': ('multi-label', _multi_label_keys),
@@ -79,12 +75,17 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _type_name(cfg) -> str:
+    """A component config's type without its scope ('mmdet.VOCMetric')."""
+    return str((cfg or {}).get('type', '')).split('.')[-1]
+
+
 def metric_keys(cfg) -> Tuple[List[str], bool]:
     """The keys the val evaluator logs, main key first, and whether that
     list is complete (False where an evaluator is not in KNOWN_METRICS)."""
     keys, complete = [], True
     for ev in _as_list(cfg.get('val_evaluator') or []):
-        kind = str(ev.get('type', '')).split('.')[-1]
+        kind = _type_name(ev)
         if kind not in KNOWN_METRICS:
             complete = False
             continue
@@ -115,7 +116,7 @@ def metric_rule(cfg, metric: str, rule: Optional[str]) -> str:
 def check_gal(cfg, config: str) -> None:
     """SystemExit unless ``cfg`` trains with GAL on and validates."""
     wrapper = cfg.get('optim_wrapper') or {}
-    if str(wrapper.get('type', '')).split('.')[-1] != 'GALOptimWrapper':
+    if _type_name(wrapper) != 'GALOptimWrapper':
         raise SystemExit(
             f"ab_test: {config} is not a GAL config (its optim_wrapper.type "
             f"is {wrapper.get('type', 'OptimWrapper')!r}): add the README's "
@@ -124,8 +125,7 @@ def check_gal(cfg, config: str) -> None:
             "= dict(imports=['mmgal'])) and run it again")
     hooks = list((cfg.get('default_hooks') or {}).values()) + list(
         cfg.get('custom_hooks') or [])
-    if not any(str((h or {}).get('type', '')).split('.')[-1] == 'GALHook'
-               for h in hooks):
+    if not any(_type_name(h) == 'GALHook' for h in hooks):
         raise SystemExit(
             f'ab_test: {config} has a GALOptimWrapper but no GALHook, which '
             "sets it up: add default_hooks = dict(gal=dict(type='GALHook')) "

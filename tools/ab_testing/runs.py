@@ -180,8 +180,12 @@ def train_command(work_dir: str, arm: str, seed: int, run_dir: str,
         common + ['--cfg-options'] + opts
 
 
+def run_dir(work_dir: str, arm: str, seed: int) -> str:
+    return osp.join(work_dir, f'{arm}_seed{seed}')
+
+
 def is_done(work_dir: str, arm: str, seed: int) -> bool:
-    return osp.exists(osp.join(work_dir, f'{arm}_seed{seed}', 'done.json'))
+    return osp.exists(osp.join(run_dir(work_dir, arm, seed), 'done.json'))
 
 
 def run_one(work_dir: str, arm: str, seed: int, gpus: int, metric: str,
@@ -189,24 +193,24 @@ def run_one(work_dir: str, arm: str, seed: int, gpus: int, metric: str,
     """Train one run (or resume it) unless it has finished, then read it.
     Its output goes to ``<run>/ab_test_train.log``; a failure stops the
     test with the log's last lines."""
-    run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
-    done = osp.join(run_dir, 'done.json')
+    folder = run_dir(work_dir, arm, seed)
+    done = osp.join(folder, 'done.json')
     if not osp.exists(done):
-        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         t0 = time.perf_counter()
-        rc, tail = _train(train_command(work_dir, arm, seed, run_dir, gpus),
-                          osp.join(run_dir, 'ab_test_train.log'), progress,
+        rc, tail = _train(train_command(work_dir, arm, seed, folder, gpus),
+                          osp.join(folder, 'ab_test_train.log'), progress,
                           metric)
         if rc != 0:
             raise SystemExit(
                 f'ab_test: the {arm} run of seed {seed} failed (exit {rc}); '
-                f"the end of its log ({run_dir}/ab_test_train.log):\n"
+                f"the end of its log ({folder}/ab_test_train.log):\n"
                 + ''.join(tail) + 'Run the same command again to resume it.')
         with open(done, 'w') as f:
             json.dump(dict(seconds=round(time.perf_counter() - t0, 1)), f)
     with open(done) as f:
         seconds = json.load(f).get('seconds')  # its training time, if known
-    return dict(summarize_run(run_dir, metric, rule), seconds=seconds)
+    return dict(summarize_run(folder, metric, rule), seconds=seconds)
 
 
 def _train(cmd: list, log_path: str, progress: Progress, metric: str):
